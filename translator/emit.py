@@ -1,0 +1,273 @@
+"""Run the per-layer emitters over a Graph, giving each a context that names and records what it emits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from translator.errors import TranslationError
+from translator.ir import (
+    BlobExpectation,
+    Layout,
+    Node,
+    Shape,
+    Statement,
+    Tensor,
+    Translation,
+    WeightSpec,
+    channels_last,
+)
+from translator.layers import REGISTRY
+from translator.normalize import Graph
+from translator.pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
+from translator.render import helper_names
+
+
+@dataclass(frozen=True)
+class Options:
+    """Choices that change the generated code."""
+
+    fully_conv: bool = False
+    native_groups: bool = False
+    stub_unknown: bool = False
+
+
+class Emitter:
+    """Walks the graph once; owns the variable and layer namespaces of one generated module."""
+
+    def __init__(self, graph: Graph, options: Options, source_name: str) -> None:
+        self.graph = graph
+        self.options = options
+        self.out = Translation(net_name=graph.name, source_name=source_name, source_sha256=graph.sha256)
+        self.vars = Names(reserved=MODULE_NAMES | helper_names(), prefix="blob")
+        self.keras_names = Names(pattern=KERAS_NAME_BAD, prefix="layer")
+        self.values: dict[tuple[str, int], Tensor] = {}
+        self.primary: dict[int, str] = {}
+        self._blob_vars: dict[str, str] = {}
+        self._layout_cache: dict[tuple[Tensor, Layout], Tensor] = {}
+        self.absorbed: dict[int, str] = {}  # node index -> the layer it was fused into
+        self.hidden: set[str] = set()  # blobs whose own value a fusion removed
+        self.consumers: dict[tuple[str, int], list[int]] = {}
+        for index, node in enumerate(graph.nodes):
+            for key in node.bottoms:
+                self.consumers.setdefault(key, []).append(index)
+        for key, _ in graph.inputs:
+            self.keras_names.new(key[0])
+        for index, node in enumerate(graph.nodes):
+            self.primary[index] = self.keras_names.new(node.name)
+
+    def blob_var(self, blob: str) -> str:
+        """The Python variable that holds every value of one Caffe blob (in-place layers reassign it)."""
+        if blob not in self._blob_vars:
+            self._blob_vars[blob] = self.vars.new(blob)
+        return self._blob_vars[blob]
+
+    def run(self) -> Translation:
+        unknown = [n for n in self.graph.nodes if n.type not in REGISTRY]
+        if unknown and not self.options.stub_unknown:
+            raise _unknown_error(self.graph, unknown)
+        for (blob, version), shape in self.graph.inputs:
+            if self.options.fully_conv and len(shape) == 4:
+                shape = (shape[0], shape[1], None, None)
+            name = self.keras_names.clean(blob)
+            tensor = Tensor(blob, shape, channels_last(len(shape)), self.blob_var(blob), name)
+            self.values[(blob, version)] = tensor
+            self.out.inputs.append(tensor)
+            self.out.blobs[blob] = tensor
+        for index, node in enumerate(self.graph.nodes):
+            if index in self.absorbed:
+                self.values[node.tops[0]] = self.values[node.bottoms[0]]
+                self.out.blobs[node.tops[0][0]] = self.values[node.tops[0]]
+                self.out.plan.append(f"{node.name} ({node.type}) -> fused into {self.absorbed[index]!r}")
+                continue
+            emit = REGISTRY.get(node.type, REGISTRY.get("__stub__"))
+            ctx = LayerContext(self, node, self.primary[index])
+            try:
+                emit(ctx)
+            except TranslationError as exc:
+                raise exc.located(path=self.graph.path, line=node.line, layer=node.name, layer_type=node.type)
+            for i, top in enumerate(node.tops):
+                if top not in self.values:
+                    raise ctx.error(f"emitter produced no value for top {i} ({top[0]!r})")
+                self.out.blobs[top[0]] = self.values[top]
+            self.out.plan.append(ctx.plan_line())
+        self.out.outputs = [self.values[key] for key in self.graph.outputs]
+        for blob in self.hidden:
+            self.out.blobs.pop(blob, None)
+        return self.out
+
+
+def _unknown_error(graph: Graph, nodes: Sequence[Node]) -> TranslationError:
+    listed = "; ".join(f"line {n.line}: layer {n.name!r} of type {n.type!r}" for n in nodes)
+    first = nodes[0]
+    return TranslationError(
+        f"{len(nodes)} layer(s) of unsupported type: {listed} (see caffe2py --list-layers, or --stub-unknown)",
+        path=graph.path,
+        line=first.line,
+    )
+
+
+class LayerContext:
+    """What one emitter sees: its node, its input tensors, and ways to record Keras calls and weights."""
+
+    def __init__(self, emitter: Emitter, node: Node, keras_name: str) -> None:
+        self._e = emitter
+        self.node = node
+        self.p = node.param
+        self.keras_name = keras_name
+        self.options = emitter.options
+        self.inputs = [emitter.values[key] for key in node.bottoms]
+        self.graph_outputs = frozenset(emitter.graph.outputs)
+        self._lines: list[str] = []
+
+    # -- inputs and errors ------------------------------------------------------------------------
+    @property
+    def x(self) -> Tensor:
+        if not self.inputs:
+            raise self.error("needs a bottom")
+        return self.inputs[0]
+
+    def need_bottoms(self, low: int, high: int | None = None) -> None:
+        n = len(self.inputs)
+        high = low if high is None else high
+        if not low <= n <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            raise self.error(f"takes {want} bottom(s), got {n}")
+
+    def need_tops(self, low: int, high: int | None = None) -> None:
+        n = len(self.node.tops)
+        high = low if high is None else high
+        if not low <= n <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            raise self.error(f"takes {want} top(s), got {n}")
+
+    def error(self, message: str) -> TranslationError:
+        return TranslationError(message)
+
+    def sole_consumer(self, i: int) -> Node | None:
+        """The one layer that reads top ``i``, when exactly one does and the top is no net output."""
+        key = self.node.tops[i]
+        readers = self._e.consumers.get(key, [])
+        if len(readers) != 1 or key in self.graph_outputs:
+            return None
+        return self._e.graph.nodes[readers[0]]
+
+    def absorb(self, other: Node) -> None:
+        """``other`` (a later layer reading this one's top) is folded into what this emitter made."""
+        index = self._e.graph.nodes.index(other)
+        self._e.absorbed[index] = self.keras_name
+        if other.tops[0][0] != self.node.tops[0][0]:
+            self._e.hidden.add(self.node.tops[0][0])
+
+    # -- naming -----------------------------------------------------------------------------------
+    def derived_name(self, suffix: str) -> str:
+        """A Keras layer name for a helper layer of this Caffe layer (``conv1_pad``)."""
+        return self._e.keras_names.new(f"{self.keras_name}_{suffix}")
+
+    def top_var(self, i: int = 0) -> str:
+        return self._e.blob_var(self.node.tops[i][0])
+
+    def new_var(self, hint: str) -> str:
+        return self._e.vars.new(hint)
+
+    # -- recording --------------------------------------------------------------------------------
+    def call(
+        self,
+        callee: str,
+        *args: object,
+        inputs: Tensor | str | Sequence[Tensor | str],
+        target: str | None = None,
+        name: str | None = None,
+        comment: str | None = None,
+        **kwargs: object,
+    ) -> tuple[str, str]:
+        """Record ``target = callee(*args, **kwargs, name=...)(inputs)``; return (target, layer name)."""
+        as_list = isinstance(inputs, (list, tuple))
+        items = inputs if as_list else [inputs]
+        names = tuple(i.var if isinstance(i, Tensor) else i for i in items)
+        layer_name = name or self.keras_name
+        target = target or self.top_var(0)
+        kw = tuple((k, v) for k, v in kwargs.items()) + (("name", layer_name),)
+        self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment))
+        self._lines.append(f"{callee.split('.')[-1]} {layer_name!r}")
+        return target, layer_name
+
+    def comment(self, text: str) -> None:
+        self._e.out.statements.append(text)
+
+    def output(
+        self,
+        i: int,
+        var: str,
+        producer: str,
+        shape: Shape,
+        layout: Layout | None = None,
+        flat_of: tuple[Shape, Layout] | None = None,
+    ) -> Tensor:
+        blob = self.node.tops[i][0]
+        layout = channels_last(len(shape)) if layout is None else layout
+        tensor = Tensor(blob, tuple(shape), tuple(layout), var, producer, flat_of)
+        self._e.values[self.node.tops[i]] = tensor
+        return tensor
+
+    def alias(self, i: int, tensor: Tensor) -> None:
+        """Top ``i`` is the very value ``tensor`` (Split, identity layers): no code."""
+        self._e.values[self.node.tops[i]] = tensor
+        self._lines.append(f"alias of {tensor.blob!r}")
+
+    def helper(self, name: str) -> str:
+        """Ask for a helper class in the module; returns its name for use as a callee."""
+        if name not in self._e.out.helpers:
+            self._e.out.helpers.append(name)
+        return name
+
+    def expect_blobs(self, *shapes: tuple[int, ...], layer: Node | None = None) -> None:
+        node = layer or self.node
+        self._e.out.expectations.append(BlobExpectation(node.name, node.type, tuple(shapes)))
+
+    def weight(
+        self, layer_name: str, variable: str, convert: Callable[[Sequence[np.ndarray]], np.ndarray], *, source: Node | None = None
+    ) -> None:
+        """Variable ``layer_name/variable`` of the Keras model comes from ``convert(blobs)``."""
+        caffe_layer = (source or self.node).name
+        self._e.out.weights.append(WeightSpec(f"{layer_name}/{variable}", caffe_layer, convert))
+
+    # -- layouts ----------------------------------------------------------------------------------
+    def in_layout(self, tensor: Tensor, layout: Layout) -> Tensor:
+        """``tensor`` with its Keras axes holding Caffe axes in ``layout``; a Permute layer if needed."""
+        if tensor.flat_of is not None:
+            tensor = self._unflatten_to_caffe_order(tensor)
+        if tensor.layout == tuple(layout):
+            return tensor
+        key = (tensor, tuple(layout))
+        if key not in self._e._layout_cache:
+            dims = tuple(tensor.layout.index(a) for a in layout)
+            if dims[0] != 0:
+                raise self.error("cannot move the batch axis")
+            var = self._e.vars.new(f"{tensor.var}_t")
+            name = self._e.keras_names.new(f"{tensor.producer}_transpose")
+            self.comment(f"Caffe axes {list(layout)} in Keras order for {self.node.name!r}")
+            self.call("layers.Permute", tuple(dims[1:]), inputs=tensor, target=var, name=name)
+            self._e._layout_cache[key] = Tensor(tensor.blob, tensor.shape, tuple(layout), var, name)
+        return self._e._layout_cache[key]
+
+    def _unflatten_to_caffe_order(self, tensor: Tensor) -> Tensor:
+        shape, layout = tensor.flat_of
+        keras_dims = tuple(shape[a] for a in layout[1:])
+        var = self._e.vars.new(f"{tensor.var}_unflat")
+        name = self._e.keras_names.new(f"{tensor.producer}_unflatten")
+        self.comment("Caffe flattens C,H,W and Keras H,W,C: restore Caffe's element order")
+        self.call("layers.Reshape", keras_dims, inputs=tensor, target=var, name=name)
+        spatial = Tensor(tensor.blob, shape, layout, var, name)
+        caffe = self.in_layout(spatial, tuple(range(len(shape))))
+        var2 = self._e.vars.new(f"{tensor.var}_flat")
+        name2 = self._e.keras_names.new(f"{tensor.producer}_reflatten")
+        self.call("layers.Flatten", inputs=caffe, target=var2, name=name2)
+        return Tensor(tensor.blob, tensor.shape, (0, 1), var2, name2)
+
+    def plan_line(self) -> str:
+        shapes = ", ".join(str(list(self._e.values[t].shape)) for t in self.node.tops if t in self._e.values)
+        made = "; ".join(self._lines) or "nothing"
+        return f"{self.node.name} ({self.node.type}) -> {made} -> {shapes}"

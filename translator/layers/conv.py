@@ -1,0 +1,108 @@
+"""Convolution emitters: plain, grouped (a channel split per group) and depthwise."""
+
+from __future__ import annotations
+
+from translator import layout
+from translator.ir import channels_last
+from translator.layers import layer
+from translator.layers.common import compact, hw
+from translator.pysource import Code, SliceLambda
+
+
+def conv_geometry(p, what: str = "kernel"):
+    """Kernel, stride, pad and dilation of a ConvolutionParameter, each as (h, w)."""
+    kernel = hw(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h") or p.HasField("kernel_w"), what, None)
+    stride = hw(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), "stride", 1)
+    pad = hw(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), "pad", 0)
+    dilation = hw(p.dilation, 1, 1, False, "dilation", 1)
+    return kernel, stride, pad, dilation
+
+
+def conv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
+    """Caffe's convolution output size (floor)."""
+    if size is None:
+        return None
+    return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+
+
+@layer("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+def convolution(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.convolution_param
+    x = ctx.in_layout(ctx.x, channels_last(4)) if ctx.x.rank == 4 else ctx.x
+    if x.rank != 4:
+        raise ctx.error(f"only 2-D convolution of 4-D blobs is supported, got a {x.rank}-D blob")
+    if p.axis != 1:
+        raise ctx.error("convolution_param.axis other than 1 is not supported")
+    kernel, stride, pad, dilation = conv_geometry(p)
+    n, channels, height, width = x.shape
+    filters = p.num_output
+    groups = channels if ctx.node.type != "Convolution" else p.group
+    if filters <= 0:
+        raise ctx.error("num_output must be positive")
+    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
+        raise ctx.error(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+    if groups <= 0 or channels % groups or filters % groups:
+        raise ctx.error(f"group {groups} must divide both the {channels} input channels and num_output {filters}")
+    out_h = conv_out(height, kernel[0], stride[0], pad[0], dilation[0])
+    out_w = conv_out(width, kernel[1], stride[1], pad[1], dilation[1])
+    if (out_h is not None and out_h <= 0) or (out_w is not None and out_w <= 0):
+        raise ctx.error(f"kernel {kernel} (dilation {dilation}) is larger than the padded input {height}x{width}")
+    ctx.expect_blobs((filters, channels // groups, *kernel), *([(filters,)] if p.bias_term else []))
+
+    # Caffe pads symmetrically; Keras' "same" does not, so the padding is its own layer.
+    src = x
+    if pad != (0, 0):
+        var, name = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
+        src = var
+    # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
+    subsample = stride if max(dilation) > 1 and max(stride) > 1 else None
+    kwargs = {}
+    if stride != (1, 1) and subsample is None:
+        kwargs["strides"] = compact(stride)
+    if dilation != (1, 1):
+        kwargs["dilation_rate"] = compact(dilation)
+    if not p.bias_term:
+        kwargs["use_bias"] = False
+    bias = (lambda b: layout.vector(b[1])) if p.bias_term else None
+
+    if groups == channels and groups > 1 and not ctx.options.native_groups:
+        multiplier = filters // channels
+        if multiplier != 1:
+            kwargs = {"depth_multiplier": multiplier, **kwargs}
+        target, producer = ctx.call("layers.DepthwiseConv2D", compact(kernel), inputs=src, **kwargs)
+        ctx.weight(producer, "kernel", lambda b: layout.depthwise_kernel(b[0], channels))
+        if bias:
+            ctx.weight(producer, "bias", bias)
+    elif groups == 1 or ctx.options.native_groups:
+        if groups > 1:
+            kwargs["groups"] = groups
+        target, producer = ctx.call("layers.Conv2D", filters, compact(kernel), inputs=src, **kwargs)
+        ctx.weight(producer, "kernel", lambda b: layout.conv_kernel(b[0]))
+        if bias:
+            ctx.weight(producer, "bias", bias)
+    else:
+        ctx.comment(f"{ctx.node.name}: group {groups} -> one Conv2D per channel group, then Concatenate")
+        size = channels // groups
+        parts = []
+        for g in range(groups):
+            part = ctx.new_var(f"{ctx.top_var()}_g{g}")
+            piece = SliceLambda(3, 4, g * size, (g + 1) * size)
+            ctx.call("layers.Lambda", piece, inputs=src, target=part, name=ctx.derived_name(f"split{g}"))
+            _, conv_name = ctx.call(
+                "layers.Conv2D", filters // groups, compact(kernel), inputs=part, target=part,
+                name=ctx.derived_name(f"g{g}"), **kwargs,
+            )
+            ctx.weight(conv_name, "kernel", lambda b, g=g: layout.conv_kernel(layout.group_slice(b[0], g, groups)))
+            if bias:
+                ctx.weight(conv_name, "bias", lambda b, g=g: layout.group_slice(layout.vector(b[1]), g, groups))
+            parts.append(part)
+        target, producer = ctx.call("layers.Concatenate", inputs=parts)
+    if subsample is not None:
+        sh, sw = subsample
+        target, producer = ctx.call(
+            "layers.Lambda", Code(f"lambda t: t[:, ::{int(sh)}, ::{int(sw)}, :]"), inputs=target,
+            name=ctx.derived_name("stride"),
+        )
+    ctx.output(0, target, producer, (n, filters, out_h, out_w))

@@ -1,0 +1,100 @@
+"""Normalization emitters: LRN (both regions), BatchNorm fused with its Scale, and Scale."""
+
+from __future__ import annotations
+
+from translator import layout
+from translator.ir import channels_last
+from translator.layers import layer
+from translator.layers.common import caffe_axis, keras_axis
+
+ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+
+
+@layer("LRN")
+def lrn(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.lrn_param
+    if ctx.x.rank != 4:
+        raise ctx.error(f"LRN needs a 4-D blob, got {ctx.x.rank}-D")
+    if p.local_size % 2 == 0:
+        raise ctx.error(f"local_size {p.local_size} must be odd (Caffe centres the window)")
+    x = ctx.in_layout(ctx.x, channels_last(4))
+    kwargs = {"local_size": p.local_size, "alpha": p.alpha, "beta": p.beta}
+    if p.norm_region == WITHIN_CHANNEL:
+        kwargs["within_channel"] = True  # Caffe's shift is 1 here; `k` does not apply
+    elif p.k != 1:
+        kwargs["k"] = p.k
+    target, producer = ctx.call(ctx.helper("LRN"), inputs=x, **kwargs)
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+def _fusable_scale(ctx):
+    """The Scale layer that only rescales this BatchNorm's output per channel, if any."""
+    consumer = ctx.sole_consumer(0)
+    if consumer is None or consumer.type != "Scale" or len(consumer.bottoms) != 1:
+        return None
+    sp = consumer.param.scale_param
+    if sp.axis != 1 or sp.num_axes != 1:
+        return None
+    return consumer
+
+
+@layer("BatchNorm")
+def batch_norm(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.batch_norm_param
+    x = ctx.x
+    if x.rank < 2:
+        raise ctx.error("BatchNorm needs a blob with a channel axis")
+    if p.HasField("use_global_stats") and not p.use_global_stats:
+        raise ctx.error("use_global_stats: false normalizes with batch statistics at inference; not supported")
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    channels = x.shape[1]
+    ctx.expect_blobs((channels,), (channels,), (1,))
+    scale = _fusable_scale(ctx)
+    axis = keras_axis(x.keras_axis(1), x.rank)
+    kwargs = {"axis": axis} if axis != -1 else {}
+    kwargs["epsilon"] = p.eps
+    bias = scale is not None and scale.param.scale_param.bias_term
+    if scale is None:
+        kwargs.update(center=False, scale=False)
+    elif not bias:
+        kwargs["center"] = False
+    comment = f"with Scale {scale.name!r}" if scale is not None else None
+    target, producer = ctx.call("layers.BatchNormalization", inputs=x, comment=comment, **kwargs)
+    if scale is not None:
+        ctx.expect_blobs((channels,), *([(channels,)] if bias else []), layer=scale)
+        ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]), source=scale)
+        if bias:
+            ctx.weight(producer, "beta", lambda b: layout.vector(b[1]), source=scale)
+        ctx.absorb(scale)
+    ctx.weight(producer, "moving_mean", lambda b: layout.batchnorm_stats(b, 0))
+    ctx.weight(producer, "moving_variance", lambda b: layout.batchnorm_stats(b, 1))
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+@layer("Scale")
+def scale(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.scale_param
+    x = ctx.x
+    axis = caffe_axis(p.axis, x.rank)
+    if p.num_axes != 1:
+        raise ctx.error("Scale with num_axes other than 1 is not supported")
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    channels = x.shape[axis]
+    ctx.expect_blobs((channels,), *([(channels,)] if p.bias_term else []))
+    k = keras_axis(x.keras_axis(axis), x.rank)
+    kwargs = {"axis": k} if k != -1 else {}
+    if p.bias_term:
+        kwargs["use_bias"] = True
+    target, producer = ctx.call(ctx.helper("Scale"), inputs=x, **kwargs)
+    ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]))
+    if p.bias_term:
+        ctx.weight(producer, "beta", lambda b: layout.vector(b[1]))
+    ctx.output(0, target, producer, x.shape, x.layout)

@@ -1,0 +1,94 @@
+"""Pooling emitter: Caffe's ceil-mode output size, padding MAX never selects, AVE's divisor."""
+
+from __future__ import annotations
+
+from translator.ir import channels_last
+from translator.layers import layer
+from translator.layers.common import compact, hw
+
+MAX, AVE, STOCHASTIC = 0, 1, 2
+
+
+def pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Caffe's PoolingLayer::Reshape: ceil (or floor) division, then the last window must start inside."""
+    span = size + 2 * p - k
+    out = -(-span // s) + 1 if ceil_mode else span // s + 1
+    if p and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def native_padding(method: int, size: int | None, k: int, s: int, p: int, ceil_mode: bool) -> str | None:
+    """The Keras padding mode that gives exactly Caffe's windows on this axis, or None.
+
+    "valid" when no window overhangs the (explicitly zero-padded, AVE only) input; "same" when
+    TensorFlow's asymmetric padding places the same windows and its divisor agrees (MAX ignores
+    padding; AVE only without Caffe padding, where both divide by the in-image part).
+    """
+    if size is None:  # free spatial size: only what holds for every size
+        exact = not ceil_mode or s == 1
+        return "valid" if exact and (p == 0 or method == AVE) else None
+    out = pool_out(size, k, s, p, ceil_mode)
+    if out == (size + 2 * p - k) // s + 1 and (p == 0 or method == AVE):
+        return "valid"
+    same_out = -(-size // s)
+    top = max((same_out - 1) * s + k - size, 0) // 2
+    if out == same_out and top == p and (method == MAX or p == 0):
+        return "same"
+    return None
+
+
+@layer("Pooling")
+def pooling(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.pooling_param
+    if ctx.x.rank != 4:
+        raise ctx.error(f"pooling needs a 4-D blob, got {ctx.x.rank}-D")
+    x = ctx.in_layout(ctx.x, channels_last(4))
+    n, channels, height, width = x.shape
+    if p.pool == STOCHASTIC:
+        raise ctx.error("STOCHASTIC pooling is not supported")
+    method = "Max" if p.pool == MAX else "Average"
+    if p.global_pooling:
+        if p.pad or p.pad_h or p.pad_w:
+            raise ctx.error("global pooling takes no padding")
+        target, producer = ctx.call(f"layers.Global{method}Pooling2D", inputs=x, keepdims=True)
+        ctx.output(0, target, producer, (n, channels, 1, 1))
+        return
+    has = p.HasField
+    kernel = hw([p.kernel_size] if has("kernel_size") else [], p.kernel_h, p.kernel_w, has("kernel_h") or has("kernel_w"), "kernel", None)
+    stride = hw([p.stride] if has("stride") else [], p.stride_h, p.stride_w, has("stride_h") or has("stride_w"), "stride", 1)
+    pad = hw([p.pad] if has("pad") else [], p.pad_h, p.pad_w, has("pad_h") or has("pad_w"), "pad", 0)
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise ctx.error(f"kernel {kernel} and stride {stride} must be positive")
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
+    # round_mode (BVLC) and ceil_mode (forks) both choose floor over Caffe's default ceil.
+    ceil_mode = p.round_mode == 0 and (not has("ceil_mode") or p.ceil_mode)
+    for size, k, q in ((height, kernel[0], pad[0]), (width, kernel[1], pad[1])):
+        if size is not None and size + 2 * q < k:
+            raise ctx.error(f"kernel {kernel} is larger than the padded input {height}x{width}")
+    out = tuple(
+        None if size is None else pool_out(size, k, s, q, ceil_mode)
+        for size, k, s, q in zip((height, width), kernel, stride, pad)
+    )
+    modes = {native_padding(p.pool, size, k, s, q, ceil_mode) for size, k, s, q in zip((height, width), kernel, stride, pad)}
+    kwargs = {"strides": compact(stride)} if stride != kernel else {}
+    if modes == {"valid"}:
+        src = x
+        if pad != (0, 0):  # AVE only: Caffe's divisor counts the zero padding
+            src, _ = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
+        target, producer = ctx.call(f"layers.{method}Pooling2D", compact(kernel), inputs=src, **kwargs)
+    elif modes == {"same"}:
+        target, producer = ctx.call(f"layers.{method}Pooling2D", compact(kernel), inputs=x, padding="same", **kwargs)
+    else:
+        helper = ctx.helper("CaffePooling2D")
+        extra = {"padding": compact(pad)} if pad != (0, 0) else {}
+        if not ceil_mode:
+            extra["ceil_mode"] = False
+        target, producer = ctx.call(
+            helper, "max" if p.pool == MAX else "avg", compact(kernel), inputs=x,
+            **({"strides": compact(stride)} if stride != (1, 1) else {}), **extra,
+        )
+    ctx.output(0, target, producer, (n, channels, *out))

@@ -1,0 +1,74 @@
+"""Pure NCHW -> NHWC weight transforms: transposes and permutations, never a reshape that reorders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FortranArray:
+    """An array of ``shape`` in Fortran order whose bytes are ``view`` read in C order.
+
+    Lets a permuted InnerProduct kernel be written straight from the caffemodel's memory map
+    without materializing a transposed copy.
+    """
+
+    view: np.ndarray
+    shape: tuple[int, ...]
+
+    def materialize(self) -> np.ndarray:
+        return np.ascontiguousarray(self.view).reshape(self.shape[::-1]).T
+
+
+def conv_kernel(weight: np.ndarray) -> np.ndarray:
+    """Caffe (O, I/g, kh, kw) -> Keras Conv2D (kh, kw, I/g, O)."""
+    return weight.transpose(2, 3, 1, 0)
+
+
+def depthwise_kernel(weight: np.ndarray, channels: int) -> np.ndarray:
+    """Caffe (C*m, 1, kh, kw), output c*m+j from channel c -> Keras DepthwiseConv2D (kh, kw, C, m)."""
+    out, _, kh, kw = weight.shape
+    return weight.reshape(channels, out // channels, kh, kw).transpose(2, 3, 0, 1)
+
+
+def deconv_kernel(weight: np.ndarray) -> np.ndarray:
+    """Caffe Deconvolution (I, O/g, kh, kw) -> Keras Conv2DTranspose (kh, kw, O/g, I)."""
+    return weight.transpose(2, 3, 1, 0)
+
+
+def dense_kernel(
+    weight: np.ndarray, dims: Sequence[int], order: Sequence[int], transpose: bool = False
+) -> np.ndarray | FortranArray:
+    """Caffe InnerProduct weights -> Keras Dense (K, O).
+
+    ``dims`` is the Caffe shape of the flattened axes and ``order`` the Caffe axis (0-based within
+    ``dims``) that Keras' flatten visits at each position; Caffe flattens C,H,W and Keras H,W,C, so
+    the rows are permuted accordingly.
+    """
+    w = weight.T if transpose else weight  # (O, K)
+    out = w.shape[0]
+    if list(order) == sorted(order):
+        return w.T
+    blocks = w.reshape(out, *dims).transpose(0, *(1 + a for a in order))
+    return FortranArray(blocks, (int(np.prod(dims)), out))
+
+
+def batchnorm_stats(blobs: Sequence[np.ndarray], index: int) -> np.ndarray:
+    """Caffe keeps mean*f and var*f with f in blob 2; divide it out (f == 0 means zero)."""
+    factor = float(blobs[2].reshape(-1)[0])
+    scale = 0.0 if factor == 0 else 1.0 / factor
+    return (blobs[index].reshape(-1) * np.float32(scale)).astype(np.float32)
+
+
+def vector(blob: np.ndarray) -> np.ndarray:
+    """A Caffe per-channel blob (any legacy 1x1x1xC form) as a flat vector."""
+    return blob.reshape(-1)
+
+
+def group_slice(blob: np.ndarray, group: int, groups: int) -> np.ndarray:
+    """The rows of a stacked per-group blob that belong to ``group``."""
+    size = blob.shape[0] // groups
+    return blob[group * size : (group + 1) * size]

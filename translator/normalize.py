@@ -1,0 +1,200 @@
+"""Turn a NetParameter into a Graph: phase rules applied, inputs found, blobs renamed SSA-style."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from translator.errors import TranslationError
+from translator.ir import Node, Shape
+from translator.parse import ParsedNet
+
+# Layers that produce training data; at inference their data top becomes a model input.
+DATA_TYPES = frozenset(
+    {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "DenseImageData",
+     "AnnotatedData", "VideoData"}
+)
+PHASES = {"TRAIN": 0, "TEST": 1}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A filtered Caffe net: nodes in Caffe order over SSA blob keys ``(blob, version)``."""
+
+    name: str
+    path: str
+    sha256: str
+    inputs: tuple[tuple[tuple[str, int], Shape], ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[tuple[str, int], ...]
+    notes: tuple[str, ...] = ()
+
+
+def _is_training_only(kind: str) -> bool:
+    return kind == "Accuracy" or kind.endswith("Loss")
+
+
+def _rule_met(rule, phase: int, level: int, stages: set[str]) -> bool:
+    # Caffe's Net::StateMeetsRule: every condition the rule states must hold.
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    if any(s not in stages for s in rule.stage):
+        return False
+    return not any(s in stages for s in rule.not_stage)
+
+
+def _included(layer, phase: int, level: int, stages: set[str]) -> bool:
+    # Caffe's Net::FilterNet: with include rules a layer needs one met; with exclude rules, none.
+    if layer.include:
+        return any(_rule_met(r, phase, level, stages) for r in layer.include)
+    return not any(_rule_met(r, phase, level, stages) for r in layer.exclude)
+
+
+def _dims(values: Sequence[int], where: dict) -> Shape:
+    shape = tuple(int(v) for v in values)
+    if any(d <= 0 or d > 2**31 - 1 for d in shape):
+        raise TranslationError(f"input shape {list(shape)} has a dimension that is not positive or overflows", **where)
+    return shape
+
+
+def _data_shape(layer, overrides: Mapping[str, Shape], where: dict) -> Shape | None:
+    top = layer.top[0]
+    if top in overrides:
+        return overrides[top]
+    if layer.type == "MemoryData":
+        p = layer.memory_data_param
+        return _dims([p.batch_size, p.channels, p.height, p.width], where)
+    if layer.type == "DummyData" and layer.dummy_data_param.shape:
+        return _dims(layer.dummy_data_param.shape[0].dim, where)
+    crop = layer.transform_param.crop_size
+    if crop:
+        batch = 1
+        for name in ("data_param", "image_data_param", "window_data_param"):
+            if layer.HasField(name) and getattr(layer, name).batch_size:
+                batch = getattr(layer, name).batch_size
+        means = len(layer.transform_param.mean_value)
+        channels = means if means > 1 else 3
+        return _dims([batch, channels, crop, crop], where)
+    return None
+
+
+def build_graph(
+    parsed: ParsedNet,
+    *,
+    phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
+    input_shapes: Mapping[str, Shape] | None = None,
+) -> Graph:
+    """Apply Caffe's phase rules and wire the layers over SSA blob keys."""
+    net, path = parsed.net, parsed.path
+    overrides = dict(input_shapes or {})
+    phase_id = PHASES[phase]
+    level = level or net.state.level
+    stage_set = set(net.state.stage) | set(stages)
+
+    version: dict[str, int] = {}
+    consumed: dict[tuple[str, int], int] = {}
+    inputs: list[tuple[tuple[str, int], Shape]] = []
+    nodes: list[Node] = []
+    notes: list[str] = []
+    unknown_inputs = []
+
+    def add_input(name: str, shape: Shape | None, where: dict) -> None:
+        if name in version:
+            raise TranslationError(f"input {name!r} is declared twice", **where)
+        version[name] = 0
+        if shape is None:
+            unknown_inputs.append((name, where))
+        inputs.append(((name, 0), shape or ()))
+
+    # Net-level inputs: `input:` with `input_shape` or four `input_dim` each.
+    for i, name in enumerate(net.input):
+        where = {"path": path}
+        if name in overrides:
+            shape = overrides[name]
+        elif len(net.input_shape) > i:
+            shape = _dims(net.input_shape[i].dim, where)
+        elif len(net.input_dim) >= 4 * (i + 1):
+            shape = _dims(net.input_dim[4 * i : 4 * i + 4], where)
+        else:
+            shape = None
+        add_input(name, shape, where)
+
+    lines = parsed.layer_lines
+    for index, layer in enumerate(net.layer):
+        line = lines[index] if index < len(lines) else None
+        where = {"path": path, "line": line, "layer": layer.name, "layer_type": layer.type}
+        if layer.include and layer.exclude:
+            raise TranslationError("has both include and exclude rules (Caffe allows one kind)", **where)
+        if not _included(layer, phase_id, level, stage_set) or _is_training_only(layer.type):
+            continue
+        if layer.type == "Input":
+            shapes = layer.input_param.shape
+            for i, top in enumerate(layer.top):
+                given = shapes[i] if len(shapes) > i else (shapes[0] if len(shapes) == 1 else None)
+                shape = overrides.get(top) or (_dims(given.dim, where) if given is not None else None)
+                add_input(top, shape, where)
+            continue
+        if layer.type in DATA_TYPES:
+            if not layer.top:
+                raise TranslationError("data layer has no top", **where)
+            add_input(layer.top[0], _data_shape(layer, overrides, where), where)
+            for extra in layer.top[1:]:  # labels: only losses and accuracies read them
+                add_input(extra, overrides.get(extra) or (1,), where)
+            continue
+        bottoms = []
+        for blob in layer.bottom:
+            if blob not in version:
+                raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer", **where)
+            key = (blob, version[blob])
+            consumed[key] = consumed.get(key, 0) + 1
+            bottoms.append(key)
+        tops = []
+        for i, blob in enumerate(layer.top):
+            in_place = i < len(layer.bottom) and layer.bottom[i] == blob
+            if blob in version and not in_place:
+                raise TranslationError(f"top {blob!r} is already produced by an earlier layer", **where)
+            if blob in layer.top[:i]:
+                raise TranslationError(f"top {blob!r} is listed twice", **where)
+            version[blob] = version[blob] + 1 if in_place else 0
+            tops.append((blob, version[blob]))
+        if layer.type == "Silence":
+            continue
+        nodes.append(Node(layer.name, layer.type, layer, tuple(bottoms), tuple(tops), line))
+
+    if not nodes and not inputs:
+        raise TranslationError("the net has no layers (empty or not a prototxt?)", path=path, line=1)
+
+    # Inputs only losses read (labels) are not inputs of the deployed model.
+    inputs = [(key, shape) for key, shape in inputs if consumed.get(key)]
+    missing = [(name, where) for name, where in unknown_inputs if consumed.get((name, 0))]
+    if missing:
+        name, where = missing[0]
+        raise TranslationError(
+            f"the shape of input {name!r} is unknown: pass --input-shape {name}=N,C,H,W", **where
+        )
+
+    # Caffe's net outputs: blobs left unconsumed at the end, in the order of its std::set (by name).
+    produced = [top for node in nodes for top in node.tops]
+    final = {blob: v for blob, v in version.items()}
+    outputs = sorted(
+        (key for key in produced if not consumed.get(key) and final[key[0]] == key[1]),
+        key=lambda k: k[0].encode("utf-8"),
+    )
+    if not outputs:
+        raise TranslationError("the net has no output blob (every blob is consumed)", path=path)
+    return Graph(
+        name=net.name or "net",
+        path=path,
+        sha256=hashlib.sha256(parsed.data).hexdigest(),
+        inputs=tuple(inputs),
+        nodes=tuple(nodes),
+        outputs=tuple(outputs),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,73 @@
+"""Read a prototxt into a current-format NetParameter, with errors that point at file:line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from translator import schema
+from translator.errors import TranslationError
+from translator.upgrade import upgrade_net
+
+
+@dataclass(frozen=True)
+class ParsedNet:
+    """A parsed net, plus the line on which each of its layers starts."""
+
+    net: object  # caffe.NetParameter, current format
+    path: str
+    data: bytes
+    layer_lines: tuple[int, ...]
+
+
+def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
+    """Parse ``path`` as a text NetParameter, upgrading V0/V1 nets to the current form."""
+    shown = display or str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TranslationError(f"cannot read: {exc.strerror}", path=shown) from None
+    if b"\0" in data[:4096]:
+        raise TranslationError("binary data, not a text prototxt (is it a caffemodel?)", path=shown, line=1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TranslationError(f"not UTF-8 text (byte {exc.start})", path=shown, line=line) from None
+    net = schema.NetParameter()
+    try:
+        text_format.Merge(text, net)
+    except text_format.ParseError as exc:
+        message = re.sub(r"^\d+:\d+ : ", "", str(exc))
+        column = exc.GetColumn()
+        where = f"column {column}: " if column else ""
+        raise TranslationError(f"{where}{message}", path=shown, line=exc.GetLine()) from None
+    lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
+    net = upgrade_net(net, shown)
+    return ParsedNet(net=net, path=shown, data=data, layer_lines=lines)
+
+
+_TOKEN = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}]|[A-Za-z_][\w.]*|\n|[^\s{}#"'A-Za-z_]+|[ \t\r\f\v]+""")
+
+
+def _layer_lines(text: str, field: str) -> tuple[int, ...]:
+    """Line numbers of the top-level ``field { ... }`` blocks, in order (the i-th is net.layer[i])."""
+    lines: list[int] = []
+    depth, line, pending = 0, 1, 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token == "{":
+            if depth == 0 and pending:
+                lines.append(pending)
+            depth += 1
+            pending = 0
+        elif token == "}":
+            depth = max(depth - 1, 0)
+        elif depth == 0 and not token.isspace() and token != ":" and not token.startswith("#"):
+            pending = line if token == field else 0
+    return tuple(lines)

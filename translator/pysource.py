@@ -1,0 +1,153 @@
+"""The only producer of generated-module text: Python literals, identifiers and comments."""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+
+
+class Source(str):
+    """Text that is already valid Python source; templates accept nothing else."""
+
+    __slots__ = ()
+
+
+class Code:
+    """A fixed Python expression chosen by an emitter (never built from input text)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Code({self.text!r})"
+
+
+class SliceLambda:
+    """``lambda t: t[..., start:stop]`` on one Keras axis; bounds are literal ints."""
+
+    __slots__ = ("axis", "rank", "start", "stop")
+
+    def __init__(self, axis: int, rank: int, start: int, stop: int) -> None:
+        self.axis, self.rank, self.start, self.stop = axis, rank, start, stop
+
+
+def literal(value: object) -> Source:
+    """Render a plain value (number, string, tuple, list, dict, None) as a Python literal."""
+    if isinstance(value, Source):
+        return value
+    if isinstance(value, Code):
+        return Source(value.text)
+    if isinstance(value, SliceLambda):
+        bounds = f"{value.start}:{value.stop}"
+        lead = "..., " if value.axis == value.rank - 1 else ":, " * value.axis
+        return Source(f"lambda t: t[{lead}{bounds}]")
+    if value is None or isinstance(value, bool):
+        return Source(repr(value))
+    if isinstance(value, int):
+        return Source(str(int(value)))
+    if isinstance(value, float):
+        return float_literal(value)
+    if isinstance(value, str):
+        return string(value)
+    if isinstance(value, tuple):
+        items = [literal(v) for v in value]
+        return Source(f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})")
+    if isinstance(value, list):
+        return Source(f"[{', '.join(literal(v) for v in value)}]")
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items())
+        return Source(f"{{{pairs}}}")
+    if hasattr(value, "item"):  # numpy scalar
+        return literal(value.item())
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def float_literal(value: float) -> Source:
+    """The shortest text that reads back as the same float32, so 1e-4 stays ``0.0001``."""
+    if math.isnan(value):
+        return Source('float("nan")')
+    if math.isinf(value):
+        return Source('float("inf")' if value > 0 else '-float("inf")')
+    import numpy as np
+
+    text = np.format_float_positional(np.float32(value), unique=True, trim="0")
+    if len(text) > 12:
+        text = np.format_float_scientific(np.float32(value), unique=True, trim="0")
+    return Source(text.replace("e+", "e"))
+
+
+def string(text: str) -> Source:
+    """A double-quoted string literal; every non-printable or non-ASCII char is escaped."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return Source('"' + "".join(out) + '"')
+
+
+def comment(text: str) -> Source:
+    """Untrusted text made safe for a ``#`` comment: one line, printable, shown as a repr-like escape."""
+    return Source(string(text)[1:-1])
+
+
+def docstring_text(text: str) -> Source:
+    """Untrusted text made safe inside a triple-quoted docstring."""
+    return Source(string(text)[1:-1].replace('\\"', '"').replace('"""', '\\"\\"\\"'))
+
+
+_IDENT_BAD = re.compile(r"[^0-9a-zA-Z_]")
+
+
+def _ascii_fold(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+class Names:
+    """Deterministic unique names within one namespace, with collision counters."""
+
+    def __init__(self, reserved: Iterable[str] = (), pattern: re.Pattern[str] = _IDENT_BAD, prefix: str = "v") -> None:
+        self._taken: set[str] = set(reserved)
+        self._bad = pattern
+        self._prefix = prefix
+
+    def clean(self, raw: str) -> str:
+        """The sanitized form of ``raw``, before collision handling."""
+        base = self._bad.sub("_", _ascii_fold(raw)).strip("_") or self._prefix
+        if not base[0].isalpha():
+            base = f"{self._prefix}_{base}"
+        if keyword.iskeyword(base) or keyword.issoftkeyword(base) or base.startswith("__"):
+            base = f"{base}_"
+        return base
+
+    def new(self, raw: str) -> str:
+        """A fresh name derived from ``raw``; never one handed out before."""
+        base = self.clean(raw)
+        name, n = base, 1
+        while name in self._taken:
+            name = f"{base}_{n}"
+            n += 1
+        self._taken.add(name)
+        return name
+
+
+# Names the generated module defines or imports at top level, plus builtins it relies on.
+MODULE_NAMES = frozenset(
+    {"keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
+     "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS",
+     "_layers_with_weights", "_pair", "int", "float", "tuple", "list", "dict", "len", "range", "print",
+     "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}
+)
+
+KERAS_NAME_BAD = re.compile(r"[^0-9a-zA-Z_.\-]")
