@@ -20,6 +20,7 @@ from translator.ir import (
     channels_last,
 )
 from translator.layers import REGISTRY
+from translator.layers.stub import stub
 from translator.normalize import Graph
 from translator.pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
 from translator.render import helper_names
@@ -82,7 +83,7 @@ class Emitter:
                 self.out.blobs[node.tops[0][0]] = self.values[node.tops[0]]
                 self.out.plan.append(f"{node.name} ({node.type}) -> fused into {self.absorbed[index]!r}")
                 continue
-            emit = REGISTRY.get(node.type, REGISTRY.get("__stub__"))
+            emit = REGISTRY.get(node.type, stub)
             ctx = LayerContext(self, node, self.primary[index])
             try:
                 emit(ctx)
@@ -193,6 +194,14 @@ class LayerContext:
         self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment))
         self._lines.append(f"{callee.split('.')[-1]} {layer_name!r}")
         return target, layer_name
+
+    def stub(self, class_name: str, caffe_type: str, params: str) -> str:
+        """Ask for a stub class for an untranslated type; returns its name for use as a callee."""
+        stubs = self._e.out.stubs
+        if all(s[1] != caffe_type for s in stubs):
+            name = self._e.vars.new(class_name)
+            stubs.append((name, caffe_type, params))
+        return next(s[0] for s in stubs if s[1] == caffe_type)
 
     def comment(self, text: str) -> None:
         self._e.out.statements.append(text)

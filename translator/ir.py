@@ -109,6 +109,7 @@ class Translation:
     outputs: list[Tensor] = field(default_factory=list)
     statements: list[Statement | str] = field(default_factory=list)  # str: a comment line
     helpers: list[str] = field(default_factory=list)  # helper templates, in first-use order
+    stubs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, Caffe type, parameters)
     blobs: dict[str, Tensor] = field(default_factory=dict)  # final value of every Caffe blob
     weights: list[WeightSpec] = field(default_factory=list)
     expectations: list[BlobExpectation] = field(default_factory=list)

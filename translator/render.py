@@ -14,7 +14,7 @@ from translator import __version__
 from translator.ir import Statement, Tensor, Translation
 from translator.pysource import KERAS_NAME_BAD, Names, Source, comment, docstring_text, literal, string
 
-_CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9]*")
+_CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
 
 
 def templates_dir() -> Path:
@@ -97,6 +97,15 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "inputs": inputs,
         "blobs": blobs,
         "helpers": t.helpers,
+        "stubs": [
+            {
+                "class_name": Source(name),
+                "caffe_type": docstring_text(kind),
+                "params": Source("\n".join(f"        {docstring_text(line)}" for line in params.splitlines())),
+                "message": string(f"Caffe layer type {kind!r} is not translated: fill in {name}.call()"),
+            }
+            for name, kind, params in t.stubs
+        ],
         "shape_param": Source("input_shape=INPUT_SHAPE" if single else "input_shapes=INPUT_SHAPES"),
         "shape_doc": Source(
             "input_shape: (height, width, channels) of the input; None for a free size."
