@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     for case in opts.cases or case_names():
         if case == "caffenet_surgery":
             continue  # compared by the fully-convolutional test, not as a plain translation
-        result = run_case(case)
+        try:
+            result = run_case(case)
+        except Exception as exc:  # a crash is a failed case; the table still covers the rest
+            result = Result(case, "FAIL", reason=f"{type(exc).__name__}: {exc}"[:300])
         print(f"{case}: {result.status} {result.worst_error:.1e} {result.reason or '; '.join(result.failures[:3])}", flush=True)
         results.append(result)
     text = table(results)

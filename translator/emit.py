@@ -122,6 +122,7 @@ class LayerContext:
         self.inputs = [emitter.values[key] for key in node.bottoms]
         self.graph_outputs = frozenset(emitter.graph.outputs)
         self._lines: list[str] = []
+        self._named = False
 
     # -- inputs and errors ------------------------------------------------------------------------
     @property
@@ -189,6 +190,10 @@ class LayerContext:
         items = inputs if as_list else [inputs]
         names = tuple(i.var if isinstance(i, Tensor) else i for i in items)
         layer_name = name or self.keras_name
+        if layer_name == self.keras_name and self.keras_name != self.node.name and not self._named:
+            # Keras forbids some characters (and names must be unique): keep Caffe's name in sight.
+            self._named = True
+            comment = f"Caffe layer {self.node.name!r}" + (f"; {comment}" if comment else "")
         target = target or self.top_var(0)
         kw = tuple((k, v) for k, v in kwargs.items()) + (("name", layer_name),)
         self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,19 @@ def layer(*types: str) -> Callable[[Emitter], Emitter]:
 
 def supported_types() -> list[str]:
     """Every Caffe type with an emitter, sorted."""
-    return sorted(k for k in REGISTRY if not k.startswith("__"))
+    return sorted(REGISTRY)
+
+
+def markdown_table() -> str:
+    """The README's table of supported types, grouped by emitter family."""
+    families: dict[str, list[str]] = {}
+    for kind in supported_types():
+        module = sys.modules[REGISTRY[kind].__module__]
+        families.setdefault((module.__doc__ or "").strip().splitlines()[0], []).append(f"`{kind}`")
+    rows = ["| family | Caffe layer types |", "|---|---|"]
+    rows += [f"| {family} | {', '.join(kinds)} |" for family, kinds in sorted(families.items())]
+    return "\n".join(rows)
 
 
 # Importing the families fills the registry.
-from translator.layers import activation, conv, dense, merge, norm, pooling, reshape  # noqa: E402, F401
+from translator.layers import activation, arith, conv, deconv, dense, merge, norm, pooling, reduce, reshape  # noqa: E402, F401
