@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from google.protobuf import text_format
+
 from translator.errors import TranslationError
 from translator.ir import Node, Shape
 from translator.parse import ParsedNet
@@ -31,6 +33,13 @@ class Graph:
     notes: tuple[str, ...] = ()
 
 
+def _is_data_layer(layer) -> bool:
+    # Forks name their data layers *Data (ImageLabelmapData, ...); a Python layer without bottoms
+    # is a data source too (FCN's VOC loader). At inference each becomes a model input.
+    sourceless = not layer.bottom
+    return layer.type in DATA_TYPES or (sourceless and (layer.type.endswith("Data") or layer.type == "Python"))
+
+
 def _is_training_only(kind: str) -> bool:
     return kind == "Accuracy" or kind.endswith("Loss")
 
@@ -53,6 +62,18 @@ def _included(layer, phase: int, level: int, stages: set[str]) -> bool:
     if layer.include:
         return any(_rule_met(r, phase, level, stages) for r in layer.include)
     return not any(_rule_met(r, phase, level, stages) for r in layer.exclude)
+
+
+def _hint(net, blob: str, phase: str) -> str:
+    """Name the phase/stage rules that left out the layers producing ``blob``, if any did."""
+    rules = [
+        " ".join(text_format.MessageToString(r, as_one_line=True) for r in layer.include)
+        for layer in net.layer
+        if blob in layer.top and layer.include
+    ]
+    if not rules:
+        return ""
+    return f" in phase {phase} (its producers need include {{{'} or {'.join(rules)}}}: see --phase/--stage)"
 
 
 def _dims(values: Sequence[int], where: dict) -> Shape:
@@ -141,7 +162,7 @@ def build_graph(
                 shape = overrides.get(top) or (_dims(given.dim, where) if given is not None else None)
                 add_input(top, shape, where)
             continue
-        if layer.type in DATA_TYPES:
+        if _is_data_layer(layer):
             if not layer.top:
                 raise TranslationError("data layer has no top", **where)
             add_input(layer.top[0], _data_shape(layer, overrides, where), where)
@@ -151,7 +172,7 @@ def build_graph(
         bottoms = []
         for blob in layer.bottom:
             if blob not in version:
-                raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer", **where)
+                raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer{_hint(net, blob, phase)}", **where)
             key = (blob, version[blob])
             consumed[key] = consumed.get(key, 0) + 1
             bottoms.append(key)
