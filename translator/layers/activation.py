@@ -1,12 +1,13 @@
-"""Element-wise emitters: ReLU, Sigmoid, TanH, Dropout, and Softmax along a Caffe axis."""
+"""Element-wise activation emitters (ReLU, PReLU, ELU, BNLL, Swish, Clip, ...) and Softmax along an axis."""
 
 from __future__ import annotations
 
+from translator import layout
 from translator.layers import layer
 from translator.layers.common import caffe_axis, keras_axis
 
 
-def _same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
+def same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
     """An element-wise layer: the output keeps the input's shape and layout (flattened or not)."""
     ctx.need_bottoms(1)
     ctx.need_tops(1)
@@ -19,25 +20,89 @@ def _same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
 def relu(ctx) -> None:
     slope = ctx.p.relu_param.negative_slope
     if slope:
-        _same_shape(ctx, "layers.LeakyReLU", negative_slope=slope)
+        same_shape(ctx, "layers.LeakyReLU", negative_slope=slope)
     else:
-        _same_shape(ctx, "layers.ReLU")
+        same_shape(ctx, "layers.ReLU")
 
 
 @layer("Sigmoid")
 def sigmoid(ctx) -> None:
-    _same_shape(ctx, "layers.Activation", "sigmoid")
+    same_shape(ctx, "layers.Activation", "sigmoid")
 
 
 @layer("TanH")
 def tanh(ctx) -> None:
-    _same_shape(ctx, "layers.Activation", "tanh")
+    same_shape(ctx, "layers.Activation", "tanh")
 
 
 @layer("Dropout")
 def dropout(ctx) -> None:
     # Identity at inference (Caffe scales at training time, as Keras does); kept so the model trains.
-    _same_shape(ctx, "layers.Dropout", ctx.p.dropout_param.dropout_ratio)
+    same_shape(ctx, "layers.Dropout", ctx.p.dropout_param.dropout_ratio)
+
+
+@layer("AbsVal")
+def absval(ctx) -> None:
+    same_shape(ctx, ctx.helper("AbsVal"))
+
+
+@layer("BNLL")
+def bnll(ctx) -> None:
+    # Caffe's BNLL, log(1 + exp(x)) computed without overflow, is Keras' softplus.
+    same_shape(ctx, "layers.Activation", "softplus")
+
+
+@layer("ELU")
+def elu(ctx) -> None:
+    alpha = ctx.p.elu_param.alpha
+    same_shape(ctx, "layers.ELU", **({"alpha": alpha} if alpha != 1 else {}))
+
+
+@layer("Threshold")
+def threshold(ctx) -> None:
+    t = ctx.p.threshold_param.threshold
+    same_shape(ctx, ctx.helper("Threshold"), **({"threshold": t} if t else {}))
+
+
+@layer("Clip")
+def clip(ctx) -> None:
+    p = ctx.p.clip_param
+    if not (p.HasField("min") and p.HasField("max")):
+        raise ctx.error("clip_param needs both min and max")
+    if p.min == 0 and p.max > 0:
+        same_shape(ctx, "layers.ReLU", max_value=p.max)
+    else:
+        same_shape(ctx, ctx.helper("Clip"), min_value=p.min, max_value=p.max)
+
+
+@layer("Swish")
+def swish(ctx) -> None:
+    beta = ctx.p.swish_param.beta
+    if beta == 1:
+        same_shape(ctx, "layers.Activation", "silu")
+    else:
+        same_shape(ctx, ctx.helper("Swish"), beta=beta)
+
+
+@layer("PReLU")
+def prelu(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    shared = ctx.p.prelu_param.channel_shared
+    x = ctx.x
+    if x.rank < 2:
+        raise ctx.error("PReLU needs a blob with a channel axis")
+    if x.flat_of is not None and not shared:  # one slope per Caffe channel: Caffe's element order
+        x = ctx.in_layout(x, x.layout)
+    channels = x.shape[1]
+    ctx.expect_blobs(() if shared else (channels,))
+    # Keras' alpha has the input's shape, with ones on the axes that share a slope.
+    axis = None if shared else x.keras_axis(1)
+    alpha = tuple(channels if k == axis else 1 for k in range(1, x.rank))
+    shared_axes = [k for k in range(1, x.rank) if k != axis]
+    target, producer = ctx.call("layers.PReLU", inputs=x, **({"shared_axes": shared_axes} if shared_axes else {}))
+    ctx.weight(producer, "alpha", lambda b: layout.spread(b[0], range(b[0].ndim), alpha))
+    ctx.output(0, target, producer, x.shape, x.layout, x.flat_of)
 
 
 @layer("Softmax")

@@ -1,11 +1,11 @@
-"""Normalization emitters: LRN (both regions), BatchNorm fused with its Scale, and Scale."""
+"""Normalization emitters: LRN (both regions), BatchNorm fused with its Scale, and MVN."""
 
 from __future__ import annotations
 
 from translator import layout
 from translator.ir import channels_last
 from translator.layers import layer
-from translator.layers.common import caffe_axis, keras_axis
+from translator.layers.common import keras_axis
 
 ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
 
@@ -76,25 +76,20 @@ def batch_norm(ctx) -> None:
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
-@layer("Scale")
-def scale(ctx) -> None:
+@layer("MVN")
+def mvn(ctx) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
-    p = ctx.p.scale_param
+    p = ctx.p.mvn_param
     x = ctx.x
-    axis = caffe_axis(p.axis, x.rank)
-    if p.num_axes != 1:
-        raise ctx.error("Scale with num_axes other than 1 is not supported")
-    if x.flat_of is not None:
-        x = ctx.in_layout(x, x.layout)
-    channels = x.shape[axis]
-    ctx.expect_blobs((channels,), *([(channels,)] if p.bias_term else []))
-    k = keras_axis(x.keras_axis(axis), x.rank)
-    kwargs = {"axis": k} if k != -1 else {}
-    if p.bias_term:
-        kwargs["use_bias"] = True
-    target, producer = ctx.call(ctx.helper("Scale"), inputs=x, **kwargs)
-    ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]))
-    if p.bias_term:
-        ctx.weight(producer, "beta", lambda b: layout.vector(b[1]))
-    ctx.output(0, target, producer, x.shape, x.layout)
+    if not 2 <= x.rank <= 4:
+        raise ctx.error(f"MVN takes a 2-D to 4-D blob (Caffe's num/channels view), got {x.rank}-D")
+    # Each sample (and channel, unless across_channels) is normalized over the remaining axes;
+    # a mean over whole axes does not depend on the order Keras holds their elements in.
+    first = 1 if p.across_channels else 2
+    axes = tuple(k for k in range(1, x.rank) if x.layout[k] >= first)
+    kwargs = {} if p.normalize_variance else {"normalize_variance": False}
+    if p.normalize_variance and p.HasField("eps"):
+        kwargs["eps"] = p.eps
+    target, producer = ctx.call(ctx.helper("MVN"), inputs=x, axis=axes, **kwargs)
+    ctx.output(0, target, producer, x.shape, x.layout, x.flat_of)
