@@ -94,7 +94,8 @@ def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = Non
         names = [b for b, (_, axes) in module.BLOBS.items() if axes is not None]
         model = module.build_model(arg, outputs=names)
         module.load_weights(model, workdir / "weights.npz")
-        feed = [np.transpose(inputs[name], (0, 2, 3, 1)) if inputs[name].ndim == 4 else inputs[name] for name, _ in spec["inputs"]]
+        layouts = {t.blob: t.layout for t in translation.inputs}
+        feed = [np.transpose(inputs[name], layouts[name]) for name, _ in spec["inputs"]]
         values = model.predict(feed if len(feed) > 1 else feed[0], verbose=0, batch_size=len(feed[0]))
         values = values if isinstance(values, list) else [values]
         result = Result(case, "pass")

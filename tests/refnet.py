@@ -72,13 +72,14 @@ def keras_forward(
         (work / "net.caffemodel").write_bytes(caffemodel_bytes(weights))
         write_npz(translation, work / "net.caffemodel", work / "net.npz")
         module.load_weights(model, work / "net.npz")
-    feed = [
-        np.transpose(inputs[t.blob], (0, 2, 3, 1)) if inputs[t.blob].ndim == 4 else inputs[t.blob]
-        for t in translation.inputs
-    ]
+    feed = [np.transpose(inputs[t.blob], t.layout) for t in translation.inputs]
     values = model(feed if len(feed) > 1 else feed[0])
     values = values if isinstance(values, (list, tuple)) else [values]
-    return {name: to_caffe(np.asarray(v), module.BLOBS[name][1]) for name, v in zip(names, values)}
+    axes = {name: module.BLOBS[name][1] for name in names}
+    unmapped = [name for name in names if axes[name] is None]
+    if unmapped:
+        raise ValueError(f"blobs {unmapped} are flattened in Keras order; compare them after a layer that restores Caffe's")
+    return {name: to_caffe(np.asarray(v), axes[name]) for name, v in zip(names, values)}
 
 
 def opencv_forward(
