@@ -1,9 +1,12 @@
-"""The caffe2py command line: prototxt in, Keras module out (and an .npz of weights)."""
+"""The caffe2py command line: prototxts in, Keras modules out (and an .npz of weights)."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -13,10 +16,16 @@ from translator.errors import TranslationError
 
 EXAMPLES = """examples:
   caffe2py deploy.prototxt > model.py
-  caffe2py deploy.prototxt --weights net.caffemodel -o model.py      # also writes model.npz
+  caffe2py deploy.prototxt --weights net.caffemodel -o model.py   # also writes model.npz
   caffe2py train_val.prototxt --input-shape data=1,3,227,227 -o model.py
-  caffe2py deploy.prototxt --fully-conv -o fcn.py                     # InnerProduct as convolution
+  caffe2py deploy.prototxt --fully-conv -o fcn.py                  # InnerProduct as convolution
+  caffe2py nets/*.prototxt --write                                 # nets/a.py beside nets/a.prototxt, if it changed
+  caffe2py nets/*.prototxt --check                                 # print a diff of stale modules, write nothing
+  caffe2py verify --help                                           # compare a translation with a Caffe runtime
   caffe2py --list-layers
+
+--write and --check exit 1 when a module is (or would be) changed and 0 when all are up to date,
+as a pre-commit hook expects; any error exits 2.
 """
 
 
@@ -38,8 +47,12 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prototxt", nargs="?", help="the net definition, e.g. deploy.prototxt")
+    p.add_argument("prototxt", nargs="*", help="the net definition, e.g. deploy.prototxt (several with --write or --check)")
     p.add_argument("-o", "--output", metavar="PY", help="write the module here instead of stdout, e.g. -o model.py")
+    sync = p.add_mutually_exclusive_group()
+    sync.add_argument("--write", action="store_true", help="write each NAME.prototxt's module to NAME.py, replacing it only when its text changes")
+    sync.add_argument("--check", action="store_true", help="write nothing; print a diff of every module --write would change")
+    p.add_argument("--out-dir", metavar="DIR", help="with --write/--check: the modules' folder instead of each prototxt's own")
     p.add_argument("--weights", metavar="CAFFEMODEL", help="also convert these weights, e.g. --weights net.caffemodel")
     p.add_argument("--npz", metavar="PATH", help="where the weights go (default: the module's path with .npz)")
     p.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST", help="net phase whose layers are kept (default TEST)")
@@ -55,6 +68,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions ``path`` should get: its current ones, else what a plain open() would give."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _write_atomically(path: Path, data: bytes | None = None, fill=None) -> Path:
     """Write to a temporary file beside ``path``; the caller renames it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -65,32 +88,36 @@ def _write_atomically(path: Path, data: bytes | None = None, fill=None) -> Path:
                 handle.write(data)
         if fill is not None:
             fill(tmp_path)
+        # mkstemp makes the file private (0600); the module should not lose the access it had.
+        os.chmod(tmp_path, _mode_for(path))
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return tmp_path
 
 
-def run(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.list_layers:
-        from translator.layers import supported_types
+def _rename_into_place(pending: list[tuple[Path, Path]]) -> None:
+    """Move each (temporary, final) pair into place; on failure, no temporary file is left behind."""
+    for done, (tmp, final) in enumerate(pending):
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            _discard(pending[done:])
+            raise
 
-        print("\n".join(supported_types()))
-        return 0
-    if not args.prototxt:
-        parser().error("a prototxt is required")
+
+def _discard(pending: list[tuple[Path, Path]]) -> None:
+    for tmp, _ in pending:
+        tmp.unlink(missing_ok=True)
+
+
+def _translate(args: argparse.Namespace, prototxt: str):
     from translator.convert import translate
     from translator.emit import Options
-    from translator.render import render
 
-    output = Path(args.output) if args.output else None
-    npz = Path(args.npz) if args.npz else (output.with_suffix(".npz") if output else None)
-    if args.weights and npz is None:
-        raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
     options = Options(fully_conv=args.fully_conv, native_groups=args.native_groups, stub_unknown=args.stub_unknown)
     translation = translate(
-        args.prototxt,
+        prototxt,
         options=options,
         phase=args.phase,
         level=args.level,
@@ -99,7 +126,37 @@ def run(argv: list[str] | None = None) -> int:
     )
     if args.verbose:
         print("\n".join(translation.plan), file=sys.stderr)
-    npz_name = npz.name if npz else Path(args.prototxt).with_suffix(".npz").name
+    return translation
+
+
+def run(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.list_layers:
+        from translator.layers import supported_types
+
+        print("\n".join(supported_types()))
+        return 0
+    if not args.prototxt:
+        p.error("a prototxt is required")
+    if args.write or args.check:
+        for flag, value in (("-o/--output", args.output), ("--weights", args.weights), ("--npz", args.npz)):
+            if value:
+                p.error(f"{flag} cannot be combined with --write/--check (each module goes beside its prototxt or in --out-dir)")
+        return _sync(args)
+    if len(args.prototxt) > 1:
+        p.error("several prototxts need --write or --check")
+    if args.out_dir:
+        p.error("--out-dir goes with --write or --check; use -o for a single module")
+    from translator.render import render
+
+    prototxt = args.prototxt[0]
+    output = Path(args.output) if args.output else None
+    npz = Path(args.npz) if args.npz else (output.with_suffix(".npz") if output else None)
+    if args.weights and npz is None:
+        raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
+    translation = _translate(args, prototxt)
+    npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
     source = render(translation, npz_name).encode("utf-8")
     pending: list[tuple[Path, Path]] = []
     try:
@@ -113,15 +170,62 @@ def run(argv: list[str] | None = None) -> int:
         if output is not None:
             pending.append((_write_atomically(output, source), output))
     except BaseException:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
+        _discard(pending)
         raise
-    for tmp, final in pending:
-        os.replace(tmp, final)
+    _rename_into_place(pending)
     if output is None:
         sys.stdout.buffer.write(source)
         sys.stdout.flush()
     return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """--write/--check: the contract of a pre-commit fixer (1 when anything changed, 2 on any error)."""
+    from translator.render import render
+
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    jobs = [(source, (out_dir or Path(source).parent) / Path(source).with_suffix(".py").name) for source in args.prototxt]
+    claimed: dict[Path, str] = {}
+    for source, module in jobs:
+        # With --out-dir, a/deploy.prototxt and b/deploy.prototxt would overwrite each other's module.
+        other = claimed.setdefault(module.resolve(), source)
+        if other != source:
+            raise TranslationError(f"{other} and {source} would both write {module}")
+    if out_dir is not None and args.write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    changed = failed = False
+    for source, module in jobs:
+        try:
+            # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
+            new = render(_translate(args, source), module.with_suffix(".npz").name).encode("utf-8")
+            old = module.read_bytes() if module.exists() else None
+            if new == old:
+                continue
+            changed = True
+            if args.check:
+                _print_diff(module, old, new)
+                print(f"would {'rewrite' if old is not None else 'write'} {module}", file=sys.stderr)
+            else:
+                _rename_into_place([(_write_atomically(module, new), module)])
+                print(f"{'rewrote' if old is not None else 'wrote'} {module}")
+        except (TranslationError, OSError) as exc:
+            _report(exc)
+            failed = True
+    sys.stdout.flush()
+    return 2 if failed else 1 if changed else 0
+
+
+def _print_diff(module: Path, old: bytes | None, new: bytes) -> None:
+    before = old.decode("utf-8", errors="replace").splitlines(keepends=True) if old is not None else []
+    diff = difflib.unified_diff(
+        before,
+        new.decode("utf-8").splitlines(keepends=True),
+        fromfile=str(module) if old is not None else "/dev/null",
+        tofile=str(module),
+    )
+    for line in diff:
+        # A file that lacks its final newline would run into the next diff line.
+        sys.stdout.write(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
 
 
 def _progress(path: str):
@@ -136,14 +240,34 @@ def _progress(path: str):
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def _verify(argv: list[str]) -> int:
+    """``caffe2py verify ...``: imported only when asked for, since it needs Keras and OpenCV."""
     try:
-        return run(argv)
-    except TranslationError as exc:
-        print(f"caffe2py: error: {exc}", file=sys.stderr)
+        verify = importlib.import_module("translator.verify")
+    except ModuleNotFoundError as exc:
+        if exc.name == "translator.verify":
+            print("caffe2py: error: 'caffe2py verify' is not part of this installation of caffe2py", file=sys.stderr)
+        else:
+            print(f"caffe2py: error: 'caffe2py verify' needs the {exc.name} package: pip install 'caffe2py[verify]'", file=sys.stderr)
         return 2
-    except OSError as exc:
+    return verify.main(argv)
+
+
+def _report(exc: Exception) -> None:
+    if isinstance(exc, OSError):
         print(f"caffe2py: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+    else:
+        print(f"caffe2py: error: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["verify"]:
+            return _verify(argv[1:])
+        return run(argv)
+    except (TranslationError, OSError) as exc:
+        _report(exc)
         return 2
     except KeyboardInterrupt:
         return 130

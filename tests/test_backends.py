@@ -1,0 +1,275 @@
+"""Generated modules give TensorFlow's outputs on every other installed Keras backend (JAX, PyTorch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from translator.convert import translate_to_source
+from translator.emit import Options
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+# Backend name for KERAS_BACKEND -> the package it needs.
+OTHER_BACKENDS = {"jax": "jax", "torch": "torch"}
+# A whole published net with ceil-mode pooling and Fire modules; deeper ones cost JAX a minute to compile.
+CORPUS = ["squeezenet_v1.1/deploy.prototxt"]
+
+# One branch per helper layer and per Keras layer whose backends differ in implementation;
+# every unconsumed top is a model output, so each branch is compared on its own.
+ZOO = """name: "zoo"
+input: "data"
+input_shape { dim: 1 dim: 6 dim: 11 dim: 13 }
+layer { name: "abs" type: "AbsVal" bottom: "data" top: "abs" }
+layer { name: "bnll" type: "BNLL" bottom: "data" top: "bnll" }
+layer { name: "elu" type: "ELU" bottom: "data" top: "elu" elu_param { alpha: 0.7 } }
+layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky" relu_param { negative_slope: 0.1 } }
+layer { name: "prelu" type: "PReLU" bottom: "data" top: "prelu" }
+layer { name: "sigmoid" type: "Sigmoid" bottom: "data" top: "sigmoid" }
+layer { name: "tanh" type: "TanH" bottom: "data" top: "tanh" }
+layer { name: "swish" type: "Swish" bottom: "data" top: "swish" swish_param { beta: 1.5 } }
+layer { name: "clip" type: "Clip" bottom: "data" top: "clip" clip_param { min: -0.5 max: 0.8 } }
+layer { name: "threshold" type: "Threshold" bottom: "data" top: "threshold" threshold_param { threshold: 0.2 } }
+layer { name: "power" type: "Power" bottom: "data" top: "power" power_param { power: 2 scale: 0.5 shift: 1 } }
+layer { name: "exp" type: "Exp" bottom: "data" top: "exp" exp_param { scale: 0.5 } }
+layer { name: "log" type: "Log" bottom: "exp" top: "log" log_param { base: 2 shift: 1 } }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
+layer { name: "bn_scale" type: "Scale" bottom: "bn" top: "bn_scale" scale_param { bias_term: true } }
+layer { name: "scale" type: "Scale" bottom: "data" top: "scale" }
+layer { name: "bias" type: "Bias" bottom: "data" top: "bias" }
+layer { name: "mvn" type: "MVN" bottom: "data" top: "mvn" }
+layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } }
+layer {
+  name: "lrn_within" type: "LRN" bottom: "data" top: "lrn_within"
+  lrn_param { local_size: 3 alpha: 0.5 norm_region: WITHIN_CHANNEL }
+}
+layer {
+  name: "pool_max" type: "Pooling" bottom: "data" top: "pool_max" top: "pool_mask"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }
+}
+layer { name: "pool_ave" type: "Pooling" bottom: "data" top: "pool_ave" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "pool_max_ceil" type: "Pooling" bottom: "data" top: "pool_max_ceil" pooling_param { pool: MAX kernel_size: 3 stride: 3 pad: 1 } }
+layer { name: "pool_ave_ceil" type: "Pooling" bottom: "data" top: "pool_ave_ceil" pooling_param { pool: AVE kernel_size: 3 stride: 3 pad: 1 } }
+layer { name: "pool_global" type: "Pooling" bottom: "data" top: "pool_global" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 stride: 2 group: 2 } }
+layer { name: "dwconv" type: "Convolution" bottom: "data" top: "dwconv" convolution_param { num_output: 6 kernel_size: 3 pad: 1 group: 6 } }
+layer { name: "deconv" type: "Deconvolution" bottom: "data" top: "deconv" convolution_param { num_output: 4 kernel_size: 4 stride: 2 pad: 1 } }
+layer {
+  name: "dwdeconv" type: "Deconvolution" bottom: "data" top: "dwdeconv"
+  convolution_param { num_output: 6 kernel_size: 4 stride: 2 pad: 1 group: 6 }
+}
+layer { name: "crop" type: "Crop" bottom: "data" bottom: "conv" top: "crop" crop_param { axis: 2 offset: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "abs" top: "sum" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }
+layer { name: "prod" type: "Eltwise" bottom: "data" bottom: "tanh" top: "prod" eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "data" bottom: "sigmoid" top: "max" eltwise_param { operation: MAX } }
+layer { name: "argmax" type: "ArgMax" bottom: "data" top: "argmax" argmax_param { axis: 1 } }
+layer { name: "embed" type: "Embed" bottom: "argmax" top: "embed" embed_param { num_output: 3 input_dim: 6 } }
+layer { name: "reduction" type: "Reduction" bottom: "data" top: "reduction" reduction_param { operation: SUMSQ axis: 2 } }
+layer { name: "tile" type: "Tile" bottom: "data" top: "tile" tile_param { axis: 1 tiles: 2 } }
+layer { name: "permute" type: "Permute" bottom: "data" top: "permute" permute_param { order: 0 order: 3 order: 1 order: 2 } }
+layer { name: "reshape" type: "Reshape" bottom: "data" top: "reshape" reshape_param { shape { dim: 0 dim: 3 dim: -1 } } }
+layer {
+  name: "batch_reshape" type: "Reshape" bottom: "data" top: "batch_reshape"
+  reshape_param { shape { dim: 2 dim: 3 dim: 11 dim: 13 } }
+}
+layer { name: "slice" type: "Slice" bottom: "data" top: "slice_a" top: "slice_b" slice_param { axis: 1 slice_point: 2 } }
+layer { name: "concat" type: "Concat" bottom: "slice_b" bottom: "slice_a" top: "concat" }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "softmax" type: "Softmax" bottom: "fc" top: "softmax" }
+layer { name: "softmax_c" type: "Softmax" bottom: "data" top: "softmax_c" }
+"""
+
+# Layers of Caffe's forks: SegNet (BN, Upsample), PSPNet (Interp), ShuffleNet, SENet (Axpy), SSD.
+ZOO_FORKS = """name: "zoo_forks"
+input: "data"
+input_shape { dim: 1 dim: 6 dim: 11 dim: 13 }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "data" top: "shuffle" shuffle_channel_param { group: 3 } }
+layer { name: "zoom" type: "Interp" bottom: "data" top: "zoom" interp_param { zoom_factor: 2 } }
+layer { name: "resize" type: "Interp" bottom: "data" top: "resize" interp_param { height: 7 width: 9 } }
+layer {
+  name: "l2norm" type: "Normalize" bottom: "data" top: "l2norm"
+  norm_param { across_spatial: false channel_shared: false scale_filler { type: "constant" value: 20 } }
+}
+layer { name: "bn_learn" type: "BN" bottom: "data" top: "bn_learn" }
+layer { name: "bn_inference" type: "BN" bottom: "data" top: "bn_inference" bn_param { bn_mode: INFERENCE } }
+layer { name: "pool2" type: "Pooling" bottom: "data" top: "pool2" top: "pool2_mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "unpool" type: "Upsample" bottom: "pool2" bottom: "pool2_mask" top: "unpool" upsample_param { scale: 2 upsample_h: 11 upsample_w: 13 } }
+layer { name: "gate_pool" type: "Pooling" bottom: "data" top: "gate_pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "gate" type: "Sigmoid" bottom: "gate_pool" top: "gate" }
+layer { name: "axpy" type: "Axpy" bottom: "gate" bottom: "data" bottom: "data" top: "axpy" }
+layer { name: "feat" type: "Convolution" bottom: "data" top: "feat" convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 } }
+layer {
+  name: "priors" type: "PriorBox" bottom: "feat" bottom: "data" top: "priors"
+  prior_box_param { min_size: 4 max_size: 8 aspect_ratio: 2 flip: true clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }
+}
+layer { name: "loc" type: "Convolution" bottom: "feat" top: "loc" convolution_param { num_output: 16 kernel_size: 1 } }
+layer { name: "loc_perm" type: "Permute" bottom: "loc" top: "loc_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "loc_flat" type: "Flatten" bottom: "loc_perm" top: "loc_flat" }
+layer { name: "conf" type: "Convolution" bottom: "feat" top: "conf" convolution_param { num_output: 12 kernel_size: 1 } }
+layer { name: "conf_perm" type: "Permute" bottom: "conf" top: "conf_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conf_rows" type: "Reshape" bottom: "conf_perm" top: "conf_rows" reshape_param { shape { dim: 0 dim: -1 dim: 3 } } }
+layer { name: "conf_softmax" type: "Softmax" bottom: "conf_rows" top: "conf_softmax" softmax_param { axis: 2 } }
+layer { name: "conf_flat" type: "Flatten" bottom: "conf_softmax" top: "conf_flat" }
+layer {
+  name: "detections" type: "DetectionOutput" bottom: "loc_flat" bottom: "conf_flat" bottom: "priors" top: "detections"
+  detection_output_param {
+    num_classes: 3 share_location: true background_label_id: 0 code_type: CENTER_SIZE keep_top_k: 20 confidence_threshold: 0.2
+    nms_param { nms_threshold: 0.45 top_k: 50 }
+  }
+}
+"""
+
+# Translated with --fully-conv: free spatial sizes take the helpers' symbolic-shape paths.
+ZOO_FREE = """name: "zoo_free"
+input: "data"
+input_shape { dim: 1 dim: 4 dim: 20 dim: 20 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "crop" type: "Crop" bottom: "data" bottom: "conv" top: "crop" crop_param { axis: 2 offset: 1 } }
+layer { name: "pool_max" type: "Pooling" bottom: "data" top: "pool_max" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "pool_ave" type: "Pooling" bottom: "data" top: "pool_ave" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "zoom" type: "Interp" bottom: "data" top: "zoom" interp_param { zoom_factor: 2 } }
+layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size: 3 norm_region: WITHIN_CHANNEL } }
+layer { name: "deconv" type: "Deconvolution" bottom: "data" top: "deconv" convolution_param { num_output: 4 kernel_size: 4 stride: 2 pad: 1 group: 4 } }
+"""
+
+# name -> (prototxt, translation options)
+ZOOS = {"zoo": (ZOO, {}), "zoo_forks": (ZOO_FORKS, {}), "zoo_free": (ZOO_FREE, {"fully_conv": True})}
+
+# Runs in a fresh interpreter per backend (Keras picks its backend once, at import).
+# Weights come from one seeded generator in layer order, so every backend gets the same values:
+# He-scaled normals for kernels (activations stay in range through deep nets) and values in
+# [0.5, 1.5] for vectors (BatchNorm variances must be positive). Free input sizes become 32.
+RUNNER = """
+import importlib.util, sys, zlib
+import numpy as np
+import keras
+
+results = {}
+for path in sys.argv[2:]:
+    name = path.rsplit("/", 1)[-1][:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build_model()
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    names = []
+    for layer in model.layers:
+        for variable in layer.weights:
+            shape = tuple(variable.shape)
+            if len(shape) >= 2:
+                value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), size=shape)
+            else:
+                value = rng.uniform(0.5, 1.5, size=shape)
+            variable.assign(value.astype("float32"))
+            names.append(f"{layer.name}/{variable.name}")
+    shapes = [module.INPUT_SHAPE] if hasattr(module, "INPUT_SHAPE") else list(module.INPUT_SHAPES.values())
+    feed = [rng.normal(size=(2, *(32 if d is None else d for d in s))).astype("float32") for s in shapes]
+    outputs = model(feed if len(feed) > 1 else feed[0], training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    for out_name, value in zip(model.output_names, outputs):
+        results[f"{name}:{out_name}"] = keras.ops.convert_to_numpy(value)
+    results[f"{name}:weights"] = np.array(names)
+np.savez(sys.argv[1], **results)
+"""
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory) -> list[Path]:
+    """The published examples as they are, plus the zoo and a corpus net translated now."""
+    work = tmp_path_factory.mktemp("backend_modules")
+    found = sorted((ROOT / "generated_examples").glob("*.py"))
+    sources = {}
+    for name, (text, options) in ZOOS.items():
+        (work / f"{name}.prototxt").write_text(text)
+        sources[name] = (work / f"{name}.prototxt", options)
+    if SHARED.is_dir():
+        sources.update({re.sub(r"\W", "_", net.removesuffix(".prototxt")): (SHARED / "corpus" / net, {}) for net in CORPUS})
+    for name, (source, options) in sources.items():
+        (work / f"{name}.py").write_text(translate_to_source(source, options=Options(**options)))
+        found.append(work / f"{name}.py")
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs(modules, tmp_path_factory):
+    """Every installed backend's run, started at once: JAX spends its time compiling, not computing."""
+    started = {}
+    for backend in ("tensorflow", *sorted(OTHER_BACKENDS)):
+        if backend != "tensorflow" and importlib.util.find_spec(OTHER_BACKENDS[backend]) is None:
+            continue
+        work = tmp_path_factory.mktemp(backend)
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if backend == "jax":
+            # XLA compiles each new shape of each op; unoptimized CPU code compiles several times faster.
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+        # A file, not a pipe, for the log: a pipe nobody reads yet would stall a chatty run.
+        with open(work / "stderr.txt", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-c", RUNNER, str(work / "outputs.npz"), *map(str, modules)],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        started[backend] = (process, work)
+    yield started
+    for process, _ in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def outputs(runs):
+    """backend -> its outputs, waiting for its run on first use."""
+    done: dict[str, dict[str, np.ndarray]] = {}
+
+    def get(backend: str) -> dict[str, np.ndarray]:
+        if backend not in done:
+            process, work = runs[backend]
+            process.wait(timeout=900)
+            log = (work / "stderr.txt").read_text(errors="replace")
+            assert process.returncode == 0, f"{backend}:\n{log[-4000:]}"
+            with np.load(work / "outputs.npz") as archive:
+                done[backend] = {key: archive[key] for key in archive.files}
+        return done[backend]
+
+    return get
+
+
+def test_tensorflow_outputs_are_usable_references(modules, outputs):
+    tensorflow = {k: v for k, v in outputs("tensorflow").items() if not k.endswith(":weights")}
+    assert {k.split(":")[0] for k in tensorflow} == {m.stem for m in modules}
+    for name, (text, _) in ZOOS.items():
+        unconsumed = set(re.findall(r'top: "(\w+)"', text)) - set(re.findall(r'bottom: "(\w+)"', text))
+        assert len([k for k in tensorflow if k.startswith(f"{name}:")]) == len(unconsumed), name
+    # A comparison with all-zero or NaN outputs would pass or fail for the wrong reason.
+    bad = [k for k, v in tensorflow.items() if not np.isfinite(v).all() or not v.any()]
+    assert not bad, f"zero or non-finite outputs: {bad}"
+
+
+@pytest.mark.parametrize("backend", sorted(OTHER_BACKENDS))
+def test_backend_matches_tensorflow(backend, runs, outputs):
+    if backend not in runs:
+        pytest.skip(f"{OTHER_BACKENDS[backend]} is not installed: the {backend} backend is not tested")
+    want_all = outputs("tensorflow")
+    got = outputs(backend)
+    assert sorted(got) == sorted(want_all)
+    problems = []
+    for key, want in want_all.items():
+        if key.endswith(":weights"):
+            assert list(got[key]) == list(want), f"{key}: the variables differ, so the seeded weights do too"
+        elif got[key].shape != want.shape:
+            problems.append(f"{key}: shape {got[key].shape}, TensorFlow {want.shape}")
+        else:
+            # Relative to the output's largest magnitude, as tests/refnet.py's assert_close.
+            error = float(np.abs(got[key] - want).max()) / max(float(np.abs(want).max()), 1e-6)
+            if error > 1e-4:
+                problems.append(f"{key}: relative error {error:.2e}")
+    assert not problems, f"{backend} differs from TensorFlow:\n  " + "\n  ".join(problems)
