@@ -33,13 +33,13 @@ def random_blobs(rng: np.random.Generator, shapes: Sequence[Sequence[int]]) -> l
 
 def load_module(source: str):
     """Import generated module text as a fresh module."""
-    directory = Path(tempfile.mkdtemp(prefix="caffe2py_test_"))
     name = f"generated_{next(_counter)}"
-    path = directory / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="caffe2py_test_") as directory:
+        path = Path(directory) / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -56,12 +56,16 @@ def keras_forward(
     **options,
 ) -> dict[str, np.ndarray]:
     """Translate ``prototxt`` (text), load ``weights``, run on NCHW ``inputs``; blobs in NCHW."""
+    with tempfile.TemporaryDirectory(prefix="caffe2py_net_") as directory:
+        return _keras_forward(Path(directory), prototxt, inputs, weights, outputs, **options)
+
+
+def _keras_forward(work, prototxt, inputs, weights, outputs, **options) -> dict[str, np.ndarray]:
     from translator.convert import translate
     from translator.emit import Options
     from translator.render import render
     from translator.weights import write_npz
 
-    work = Path(tempfile.mkdtemp(prefix="caffe2py_net_"))
     (work / "net.prototxt").write_text(prototxt)
     shapes = {k: tuple(v.shape) for k, v in inputs.items()}
     translation = translate(work / "net.prototxt", options=Options(**options), input_shapes=shapes)
