@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from tests.refnet import load_module, to_caffe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -40,22 +41,6 @@ def case_names() -> list[str]:
     return sorted(p.name for p in CASES.iterdir() if (p / "case.json").is_file()) if CASES.is_dir() else []
 
 
-def load_module(source: str, name: str):
-    """Import generated module text as a fresh module."""
-    directory = Path(tempfile.mkdtemp(prefix="caffe2py_"))
-    path = directory / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def to_caffe(array: np.ndarray, axes) -> np.ndarray:
-    """A Keras output in Caffe's axis order, given the BLOBS axes entry."""
-    return np.transpose(array, np.argsort(axes))
-
-
 def case_files(case: str, workdir: Path) -> tuple[dict, Path, dict[str, np.ndarray]]:
     """The case description, its exact weights file, and its NCHW inputs."""
     spec = json.loads((CASES / case / "case.json").read_text())
@@ -70,8 +55,8 @@ def case_files(case: str, workdir: Path) -> tuple[dict, Path, dict[str, np.ndarr
 def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = None) -> Result:
     """Translate, convert, run and compare one oracle case."""
     from translator.convert import translate
-    from translator.errors import TranslationError
     from translator.emit import Options
+    from translator.errors import TranslationError
     from translator.render import render
     from translator.weights import write_npz
 
@@ -84,7 +69,7 @@ def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = Non
             translation = translate(net, options=Options(fully_conv=fully_conv))
         except TranslationError as exc:
             return Result(case, "unsupported", reason=str(exc))
-        module = load_module(render(translation, "weights.npz"), f"net_{case.replace('.', '_')}")
+        module = load_module(render(translation, "weights.npz"))
         write_npz(translation, weights, workdir / "weights.npz")
         expected = np.load(CASES / case / "expected.npz")
         shapes = {name: tuple(shape[2:]) + (shape[1],) for name, shape in spec["inputs"]}
@@ -155,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # compared by the fully-convolutional test, not as a plain translation
         try:
             result = run_case(case)
-        except Exception as exc:  # a crash is a failed case; the table still covers the rest
+        except Exception as exc:  # noqa: BLE001 -- a crash is one failed case; the table still covers the rest
             result = Result(case, "FAIL", reason=f"{type(exc).__name__}: {exc}"[:300])
         print(f"{case}: {result.status} {result.worst_error:.1e} {result.reason or '; '.join(result.failures[:3])}", flush=True)
         results.append(result)

@@ -200,8 +200,10 @@ def test_batchnorm_with_scale(bias, factor):
     [
         "",  # InnerProduct straight on a 4-D blob: Caffe flattens C,H,W
         'layer { name: "flat" type: "Flatten" bottom: "data" top: "data2" }',
-        'layer { name: "conv" type: "Convolution" bottom: "data" top: "data2" '
-        "convolution_param { num_output: 3 kernel_size: 1 } }",
+        (
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "data2" '
+            "convolution_param { num_output: 3 kernel_size: 1 } }"
+        ),
     ],
 )
 @pytest.mark.parametrize("transpose", [False, True])

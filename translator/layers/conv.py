@@ -54,8 +54,7 @@ def convolution(ctx) -> None:
     # Caffe pads symmetrically; Keras' "same" does not, so the padding is its own layer.
     src = x
     if pad != (0, 0):
-        var, name = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
-        src = var
+        src, _ = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
     # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
     subsample = stride if max(dilation) > 1 and max(stride) > 1 else None
     kwargs = {}
