@@ -43,4 +43,18 @@ def markdown_table() -> str:
 
 
 # Importing the families fills the registry.
-from translator.layers import activation, arith, conv, deconv, dense, merge, norm, pooling, reduce, reshape  # noqa: E402, F401
+from translator.layers import (  # noqa: F401
+    activation,
+    arith,
+    conv,
+    deconv,
+    dense,
+    fork,
+    merge,
+    norm,
+    pooling,
+    reduce,
+    reshape,
+    ssd,
+    upsample,
+)
