@@ -251,20 +251,22 @@ class LayerContext:
     # -- layouts ----------------------------------------------------------------------------------
     def in_layout(self, tensor: Tensor, layout: Layout) -> Tensor:
         """``tensor`` with its Keras axes holding Caffe axes in ``layout``; a Permute layer if needed."""
-        if tensor.flat_of is not None:
-            tensor = self._unflatten_to_caffe_order(tensor)
-        if tensor.layout == tuple(layout):
+        layout = tuple(layout)
+        if tensor.flat_of is None and tensor.layout == layout:
             return tensor
-        key = (tensor, tuple(layout))
+        key = (tensor, layout)
         if key not in self._e._layout_cache:
-            dims = tuple(tensor.layout.index(a) for a in layout)
-            if dims[0] != 0:
-                raise self.error("cannot move the batch axis")
-            var = self._e.vars.new(f"{tensor.var}_t")
-            name = self._e.keras_names.new(f"{tensor.producer}_transpose")
-            self.comment(f"Caffe axes {list(layout)} in Keras order for {self.node.name!r}")
-            self.call("layers.Permute", tuple(dims[1:]), inputs=tensor, target=var, name=name)
-            self._e._layout_cache[key] = Tensor(tensor.blob, tensor.shape, tuple(layout), var, name)
+            source = self._unflatten_to_caffe_order(tensor) if tensor.flat_of is not None else tensor
+            if source.layout != layout:
+                dims = tuple(source.layout.index(a) for a in layout)
+                if dims[0] != 0:
+                    raise self.error("cannot move the batch axis")
+                var = self._e.vars.new(f"{source.var}_t")
+                name = self._e.keras_names.new(f"{source.producer}_transpose")
+                self.comment(f"Caffe axes {list(layout)} in Keras order for {self.node.name!r}")
+                self.call("layers.Permute", tuple(dims[1:]), inputs=source, target=var, name=name)
+                source = Tensor(source.blob, source.shape, layout, var, name)
+            self._e._layout_cache[key] = source
         return self._e._layout_cache[key]
 
     def _unflatten_to_caffe_order(self, tensor: Tensor) -> Tensor:
