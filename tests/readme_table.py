@@ -8,7 +8,7 @@ from pathlib import Path
 from translator.layers import markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK = re.compile(r"(<!-- layers:start -->\n).*?(<!-- layers:end -->)", re.S)
+BLOCK = re.compile(r"(<!-- layers:start -->\n).*?(<!-- layers:end -->)", re.DOTALL)
 
 
 def current() -> str:

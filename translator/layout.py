@@ -72,3 +72,35 @@ def group_slice(blob: np.ndarray, group: int, groups: int) -> np.ndarray:
     """The rows of a stacked per-group blob that belong to ``group``."""
     size = blob.shape[0] // groups
     return blob[group * size : (group + 1) * size]
+
+
+def spread(blob: np.ndarray, order: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """A blob spanning some Caffe axes as a broadcastable Keras weight.
+
+    ``order`` lists the blob's axes in the order the Keras tensor holds them; ``shape`` is the
+    Keras weight's shape: the same sizes in that order, with ones where the weight broadcasts.
+    """
+    return blob.transpose(tuple(order)).reshape(tuple(shape))
+
+
+def inner_product_conv_kernel(weight: np.ndarray, channels: int, kernel: Sequence[int], transpose: bool) -> np.ndarray:
+    """Caffe InnerProduct (O, C*kh*kw) -> Keras Conv2D (kh, kw, C, O): the same dot product per window.
+
+    Caffe flattens each input in C,H,W order, so each weight row is a (C, kh, kw) filter.
+    """
+    w = weight.T if transpose else weight
+    return conv_kernel(w.reshape(w.shape[0], channels, *kernel))
+
+
+def dilate_kernel(kernel: np.ndarray, dilation: Sequence[int]) -> np.ndarray:
+    """A (kh, kw, ...) kernel with ``dilation - 1`` zero taps between neighbours: the same filter undilated."""
+    dh, dw = dilation
+    kh, kw = kernel.shape[:2]
+    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1, *kernel.shape[2:]), kernel.dtype)
+    out[::dh, ::dw] = kernel
+    return out
+
+
+def depthwise_deconv_kernel(weight: np.ndarray) -> np.ndarray:
+    """Caffe Deconvolution with group == inputs (C, m, kh, kw), output c*m+j -> (kh, kw, C, m)."""
+    return weight.transpose(2, 3, 0, 1)

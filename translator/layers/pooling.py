@@ -1,4 +1,4 @@
-"""Pooling emitter: Caffe's ceil-mode output size, padding MAX never selects, AVE's divisor."""
+"""Pooling emitter: Caffe's ceil-mode output size, padding MAX never selects, AVE's divisor, MAX's mask top."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def native_padding(method: int, size: int | None, k: int, s: int, p: int, ceil_m
 @layer("Pooling")
 def pooling(ctx) -> None:
     ctx.need_bottoms(1)
-    ctx.need_tops(1)
     p = ctx.p.pooling_param
+    ctx.need_tops(1, 2 if p.pool == MAX else 1)  # MAX may also output where each maximum was
     if ctx.x.rank != 4:
         raise ctx.error(f"pooling needs a 4-D blob, got {ctx.x.rank}-D")
     x = ctx.in_layout(ctx.x, channels_last(4))
@@ -55,6 +55,10 @@ def pooling(ctx) -> None:
             raise ctx.error("global pooling takes no padding")
         target, producer = ctx.call(f"layers.Global{method}Pooling2D", inputs=x, keepdims=True)
         ctx.output(0, target, producer, (n, channels, 1, 1))
+        if len(ctx.node.tops) == 2:
+            if height is None or width is None:
+                raise ctx.error("the mask top of global pooling needs a fixed input size")
+            _mask(ctx, x, (height, width), (1, 1), (0, 0), True, (1, 1))
         return
     has = p.HasField
     kernel = hw([p.kernel_size] if has("kernel_size") else [], p.kernel_h, p.kernel_w, has("kernel_h") or has("kernel_w"), "kernel", None)
@@ -81,7 +85,7 @@ def pooling(ctx) -> None:
             src, _ = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
         target, producer = ctx.call(f"layers.{method}Pooling2D", compact(kernel), inputs=src, **kwargs)
     elif modes == {"same"}:
-        target, producer = ctx.call(f"layers.{method}Pooling2D", compact(kernel), inputs=x, padding="same", **kwargs)
+        target, producer = ctx.call(f"layers.{method}Pooling2D", compact(kernel), inputs=x, **kwargs, padding="same")
     else:
         helper = ctx.helper("CaffePooling2D")
         extra = {"padding": compact(pad)} if pad != (0, 0) else {}
@@ -92,3 +96,19 @@ def pooling(ctx) -> None:
             **({"strides": compact(stride)} if stride != (1, 1) else {}), **extra,
         )
     ctx.output(0, target, producer, (n, channels, *out))
+    if len(ctx.node.tops) == 2:
+        _mask(ctx, x, kernel, stride, pad, ceil_mode, out)
+
+
+def _mask(ctx, x, kernel, stride, pad, ceil_mode, out) -> None:
+    """Top 1 of MAX pooling: each maximum's index h * W + w in its channel plane (SegNet's unpooling)."""
+    kwargs = {"strides": compact(stride)} if stride != (1, 1) else {}
+    if pad != (0, 0):
+        kwargs["padding"] = compact(pad)
+    if not ceil_mode:
+        kwargs["ceil_mode"] = False
+    target, producer = ctx.call(
+        ctx.helper("MaxPoolingMask"), compact(kernel), inputs=x, target=ctx.top_var(1),
+        name=ctx.derived_name("mask"), **kwargs,
+    )
+    ctx.output(1, target, producer, (x.shape[0], x.shape[1], *out))

@@ -1,0 +1,137 @@
+"""Emitters for layers of Caffe forks: SegNet's BN, PSPNet/DeepLab's Interp, ShuffleNet's ShuffleChannel, SENet's Axpy."""
+
+from __future__ import annotations
+
+from translator import layout
+from translator.ir import channels_last
+from translator.layers import layer
+from translator.layers.common import keras_axis
+
+LEARN, INFERENCE = 0, 1
+
+
+def _channel_axis(ctx, x):
+    """Keyword arguments naming the Keras axis of Caffe's channels, empty when it is the last."""
+    axis = keras_axis(x.keras_axis(1), x.rank)
+    return {} if axis == -1 else {"axis": axis}
+
+
+@layer("BN")
+def segnet_bn(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.bn_param
+    if any(p.HasField(f) for f in ("slope_filler", "bias_filler", "momentum", "frozen", "eps")):
+        raise ctx.error("this is the BN layer with running statistics (yjxiong's fork); only SegNet's BN is supported")
+    x = ctx.x
+    if x.rank < 2:
+        raise ctx.error("BN needs a blob with a channel axis")
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    channels = x.shape[1]
+    # caffe-segnet keeps scale and shift as (1, C, 1, 1) blobs and no statistics.
+    ctx.expect_blobs((1, channels, 1, 1), (1, channels, 1, 1))
+    kwargs = _channel_axis(ctx, x)
+    if p.bn_mode == INFERENCE:
+        # Statistics already folded into scale and shift (SegNet's compute_bn_statistics.py).
+        target, producer = ctx.call(ctx.helper("Scale"), inputs=x, use_bias=True, **kwargs)
+    else:
+        ctx.comment(f"{ctx.node.name}: LEARN mode, so Caffe normalizes with the batch's own statistics, even in tests")
+        target, producer = ctx.call(ctx.helper("BatchStatNorm"), inputs=x, **kwargs)
+    ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]))
+    ctx.weight(producer, "beta", lambda b: layout.vector(b[1]))
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+def _interp_size(ctx, p, height: int | None, width: int | None):
+    """Interp's arguments and output size, choosing among its fields in the order Caffe's Reshape does."""
+    has = p.HasField
+    if (has("shrink_factor") and p.shrink_factor < 1) or (has("zoom_factor") and p.zoom_factor < 1):
+        raise ctx.error("shrink_factor and zoom_factor must be at least 1")
+    if has("shrink_factor") and not has("zoom_factor"):
+        kwargs = {"shrink_factor": p.shrink_factor}
+    elif has("zoom_factor") and not has("shrink_factor"):
+        kwargs = {"zoom_factor": p.zoom_factor}
+    elif has("height") and has("width"):
+        if p.height <= 0 or p.width <= 0:
+            raise ctx.error(f"height {p.height} and width {p.width} must be positive")
+        return {"size": (p.height, p.width)}, (p.height, p.width)
+    elif has("shrink_factor") and has("zoom_factor"):
+        kwargs = {"shrink_factor": p.shrink_factor, "zoom_factor": p.zoom_factor}
+    else:
+        raise ctx.error("Interp needs height and width, zoom_factor or shrink_factor")
+    out = []
+    for size in (height, width):
+        if size is not None:
+            size = size + p.pad_beg + p.pad_end
+            size = (size - 1) // kwargs.get("shrink_factor", 1) + 1
+            size = size + (size - 1) * (kwargs.get("zoom_factor", 1) - 1)
+        out.append(size)
+    return kwargs, tuple(out)
+
+
+@layer("Interp")
+def interp(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    p = ctx.p.interp_param
+    if ctx.x.rank != 4:
+        raise ctx.error(f"Interp needs a 4-D blob, got {ctx.x.rank}-D")
+    if p.pad_beg > 0 or p.pad_end > 0:
+        raise ctx.error("pad_beg and pad_end only crop (Caffe supports no positive padding)")
+    x = ctx.in_layout(ctx.x, channels_last(4))
+    n, channels, height, width = x.shape
+    kwargs, out = _interp_size(ctx, p, height, width)
+    for size, full in zip(out, (height, width)):
+        if (size is not None and size <= 0) or (full is not None and full + p.pad_beg + p.pad_end <= 0):
+            raise ctx.error(f"the {height}x{width} input gives an empty output")
+    if p.pad_beg or p.pad_end:
+        kwargs["crop"] = (-p.pad_beg, -p.pad_end)
+    target, producer = ctx.call(ctx.helper("Interp"), inputs=x, **kwargs)
+    ctx.output(0, target, producer, (n, channels, *out))
+
+
+@layer("ShuffleChannel")
+def shuffle_channel(ctx) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    x = ctx.x
+    groups = ctx.p.shuffle_channel_param.group
+    if x.rank < 2:
+        raise ctx.error("ShuffleChannel needs a blob with a channel axis")
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    channels = x.shape[1]
+    if groups <= 0 or channels % groups:
+        raise ctx.error(f"group {groups} must divide the {channels} channels")
+    if groups == 1:
+        ctx.alias(0, x)
+        return
+    target, producer = ctx.call(ctx.helper("ChannelShuffle"), groups, inputs=x, **_channel_axis(ctx, x))
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+@layer("Axpy")
+def axpy(ctx) -> None:
+    ctx.need_bottoms(3)
+    ctx.need_tops(1)
+    a, x, y = ctx.inputs
+    # SENet's a * x + y: a holds one factor per (image, channel), broadcast over x's positions.
+    if x.rank != 4 or a.shape[:2] != x.shape[:2] or a.rank not in (2, 4) or a.shape[2:] not in ((), (1, 1)):
+        raise ctx.error(f"Axpy needs a of shape (N, C) or (N, C, 1, 1) and x (N, C, H, W), got {list(a.shape)}, {list(x.shape)}")
+    if tuple(y.shape[1:]) != tuple(x.shape[1:]):
+        raise ctx.error(f"x {list(x.shape)} and y {list(y.shape)} differ in shape")
+    x = ctx.in_layout(x, channels_last(4))
+    y = ctx.in_layout(y, channels_last(4))
+    if a.rank == 2:
+        a = ctx.in_layout(a, a.layout)
+        factors, _ = ctx.call(
+            "layers.Reshape", (1, 1, a.shape[1]), inputs=a, target=ctx.new_var(f"{a.var}_4d"), name=ctx.derived_name("a")
+        )
+    else:
+        factors = ctx.in_layout(a, channels_last(4))
+    scaled, _ = ctx.call(
+        "layers.Multiply", inputs=[factors, x], target=ctx.new_var(f"{ctx.top_var()}_ax"), name=ctx.derived_name("ax")
+    )
+    target, producer = ctx.call("layers.Add", inputs=[scaled, y])
+    ctx.output(0, target, producer, x.shape, x.layout)
