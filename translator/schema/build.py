@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -16,21 +17,21 @@ DESC = HERE / "caffe.desc"
 
 def compile_descriptor_set() -> bytes:
     """Run grpc_tools' protoc on caffe.proto and return the serialized FileDescriptorSet."""
-    from grpc_tools import protoc  # a build-time tool, not a runtime dependency
-
+    # protoc runs in its own process: in one that has loaded TensorFlow's protobuf it can crash.
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "caffe.desc"
-        status = protoc.main(
-            [
-                "grpc_tools.protoc",
-                "--include_imports",
-                f"--descriptor_set_out={out}",
-                f"--proto_path={HERE}",
-                PROTO.name,
-            ]
-        )
-        if status != 0:
-            raise RuntimeError(f"protoc failed on {PROTO} (exit status {status})")
+        command = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "--include_imports",
+            f"--descriptor_set_out={out}",
+            f"--proto_path={HERE}",
+            PROTO.name,
+        ]
+        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"protoc failed on {PROTO} (exit status {run.returncode}): {run.stderr.strip()}")
         return out.read_bytes()
 
 
