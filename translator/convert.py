@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from translator.emit import Emitter, Options
 from translator.ir import Shape, Translation
-from translator.normalize import build_graph
+from translator.normalize import Graph, build_graph
 from translator.parse import read_prototxt
+from translator.preprocess import describe as describe_preprocess
 from translator.render import render
 
 
 def translate(
     prototxt: str | Path,
     *,
-    options: Options = Options(),
+    options: Options | None = None,
     phase: str = "TEST",
     level: int = 0,
     stages: Sequence[str] = (),
     input_shapes: Mapping[str, Shape] | None = None,
     display: str | None = None,
+    mean: str | Path | None = None,
 ) -> Translation:
-    """Parse, filter and emit one net; raises TranslationError on bad input."""
+    """Parse, filter and emit one net; raises TranslationError on bad input.
+
+    ``mean``: a mean .binaryproto for the module's preprocess(), overriding the data layer's mean.
+    """
+    options = options or Options()
     parsed = read_prototxt(prototxt, display)
     graph = build_graph(parsed, phase=phase, level=level, stages=stages, input_shapes=input_shapes)
-    return Emitter(graph, options, Path(prototxt).name).run()
+    if options.fully_conv:
+        graph = _with_fixed_bottoms(graph, options, Path(prototxt).name)
+    translation = Emitter(graph, options, Path(prototxt).name).run()
+    translation.preprocess = describe_preprocess(graph, prototxt, mean)
+    return translation
+
+
+def _with_fixed_bottoms(graph: Graph, options: Options, source_name: str) -> Graph:
+    """The graph with each node's bottoms as a translation at the prototxt's own input size sees them.
+
+    --fully-conv frees the spatial sizes, but an InnerProduct's kernel must still cover exactly the
+    input it was trained on: a first pass at the fixed size records that input.
+    """
+    fixed = Emitter(graph, dataclasses.replace(options, fully_conv=False), source_name)
+    fixed.run()
+    nodes = tuple(
+        dataclasses.replace(node, fixed_bottoms=tuple(fixed.values[key] for key in node.bottoms))
+        for node in graph.nodes
+    )
+    return dataclasses.replace(graph, nodes=nodes)
 
 
 def translate_to_source(prototxt: str | Path, *, npz_name: str | None = None, **kwargs) -> str:

@@ -35,6 +35,9 @@ class Node:
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
     line: int | None = None
+    # Under --fully-conv, where spatial sizes are free: each bottom as it is at the prototxt's own
+    # input size, for layers (InnerProduct) whose translation depends on that fixed size.
+    fixed_bottoms: tuple[Tensor, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -31,6 +33,9 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[tuple[str, int], ...]
     notes: tuple[str, ...] = ()
+    # (input blob, caffe.TransformationParameter) of each kept data layer that has one: how Caffe
+    # prepared its images (mean, scale, crop), for the module's preprocess().
+    transforms: tuple[tuple[str, Any], ...] = ()
 
 
 def _is_data_layer(layer) -> bool:
@@ -76,10 +81,20 @@ def _hint(net, blob: str, phase: str) -> str:
     return f" in phase {phase} (its producers need include {{{'} or {'.join(rules)}}}: see --phase/--stage)"
 
 
+_INT_MAX = 2**31 - 1
+
+
 def _dims(values: Sequence[int], where: dict) -> Shape:
     shape = tuple(int(v) for v in values)
-    if any(d <= 0 or d > 2**31 - 1 for d in shape):
-        raise TranslationError(f"input shape {list(shape)} has a dimension that is not positive or overflows", **where)
+    if any(d <= 0 or d > _INT_MAX for d in shape):
+        raise TranslationError(
+            f"input shape {list(shape)}: every dimension must be positive and below 2**31", **where
+        )
+    # Caffe's Blob::Reshape refuses a blob of more than INT_MAX elements.
+    if math.prod(shape) > _INT_MAX:
+        raise TranslationError(
+            f"input shape {list(shape)} has {math.prod(shape)} elements; a Caffe blob holds at most 2**31-1", **where
+        )
     return shape
 
 
@@ -124,6 +139,7 @@ def build_graph(
     inputs: list[tuple[tuple[str, int], Shape]] = []
     nodes: list[Node] = []
     notes: list[str] = []
+    transforms: list[tuple[str, Any]] = []
     unknown_inputs = []
 
     def add_input(name: str, shape: Shape | None, where: dict) -> None:
@@ -166,6 +182,8 @@ def build_graph(
             if not layer.top:
                 raise TranslationError("data layer has no top", **where)
             add_input(layer.top[0], _data_shape(layer, overrides, where), where)
+            if layer.HasField("transform_param"):
+                transforms.append((layer.top[0], layer.transform_param))
             for extra in layer.top[1:]:  # labels: only losses and accuracies read them
                 add_input(extra, overrides.get(extra) or (1,), where)
             continue
@@ -179,10 +197,10 @@ def build_graph(
         tops = []
         for i, blob in enumerate(layer.top):
             in_place = i < len(layer.bottom) and layer.bottom[i] == blob
-            if blob in version and not in_place:
-                raise TranslationError(f"top {blob!r} is already produced by an earlier layer", **where)
             if blob in layer.top[:i]:
                 raise TranslationError(f"top {blob!r} is listed twice", **where)
+            if blob in version and not in_place:
+                raise TranslationError(f"top {blob!r} is already produced by an earlier layer", **where)
             version[blob] = version[blob] + 1 if in_place else 0
             tops.append((blob, version[blob]))
         if layer.type == "Silence":
@@ -209,6 +227,15 @@ def build_graph(
         key=lambda k: k[0].encode("utf-8"),
     )
     if not outputs:
+        topless = [node for node in nodes if not node.tops]
+        if topless:
+            first = topless[0]
+            raise TranslationError(
+                "writes no top, and the net has no other output (a layer needs a top: blob)",
+                path=path, line=first.line, layer=first.name, layer_type=first.type,
+            )
+        if not nodes:
+            raise TranslationError("the net declares inputs but has no layers to run on them", path=path)
         raise TranslationError("the net has no output blob (every blob is consumed)", path=path)
     return Graph(
         name=net.name or "net",
@@ -218,4 +245,5 @@ def build_graph(
         nodes=tuple(nodes),
         outputs=tuple(outputs),
         notes=tuple(notes),
+        transforms=tuple(transforms),
     )

@@ -11,7 +11,8 @@ from typing import Any
 import jinja2
 
 from translator import __version__
-from translator.ir import Statement, Tensor, Translation
+from translator.ir import Statement, Translation
+from translator.preprocess import present as preprocess_fields
 from translator.pysource import KERAS_NAME_BAD, Names, Source, comment, docstring_text, literal, string
 
 _CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
@@ -25,6 +26,7 @@ def templates_dir() -> Path:
     return Path(str(resources.files("translator") / "templates"))
 
 
+@lru_cache(maxsize=1)
 def helper_names() -> frozenset[str]:
     """The helper classes a module may define (one template each)."""
     return frozenset(p.name.split(".")[0] for p in (templates_dir() / "helpers").glob("*.py.jinja"))
@@ -47,6 +49,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         finalize=_only_source,
+        auto_reload=False,  # templates are part of the package: no stat() per module rendered
     )
 
 
@@ -101,7 +104,8 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
             {
                 "class_name": Source(name),
                 "caffe_type": docstring_text(kind),
-                "params": Source("\n".join(f"        {docstring_text(line)}" for line in params.splitlines())),
+                # Each line ends the docstring line: a final quote meets no template quote.
+                "params": Source("\n".join(f"        {docstring_text(line + ' ')[:-1]}" for line in params.splitlines())),
                 "message": string(f"Caffe layer type {kind!r} is not translated: fill in {name}.call()"),
             }
             for name, kind, params in t.stubs
@@ -116,6 +120,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "model_inputs": Source(t.inputs[0].var if single else f"[{', '.join(i.var for i in t.inputs)}]"),
         "model_outputs": Source(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]"),
         "model_name": string(model_name),
+        "preprocess": preprocess_fields(t.preprocess),
     }
 
 

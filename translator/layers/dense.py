@@ -1,13 +1,13 @@
-"""InnerProduct emitter: Flatten + Dense, with weight rows permuted from Caffe's C,H,W order."""
+"""InnerProduct emitter: Flatten + Dense with weight rows permuted from Caffe's C,H,W order, or a convolution."""
 
 from __future__ import annotations
 
 import math
 
 from translator import layout
-from translator.ir import identity
+from translator.ir import channels_last, identity
 from translator.layers import layer
-from translator.layers.common import caffe_axis
+from translator.layers.common import caffe_axis, compact
 
 
 @layer("InnerProduct")
@@ -19,6 +19,14 @@ def inner_product(ctx) -> None:
     axis = caffe_axis(p.axis, x.rank)
     if p.num_output <= 0:
         raise ctx.error("num_output must be positive")
+    if ctx.options.fully_conv and axis == 1 and x.rank == 4:
+        _as_convolution(ctx, x, p)
+        return
+    if x.flat_of is not None and any(d is None for d in x.flat_of[0]):
+        raise ctx.error(
+            "--fully-conv cannot slide an InnerProduct that reads a Flatten of free spatial sizes: "
+            "remove the Flatten layer (InnerProduct flattens by itself)"
+        )
     if axis != 1:
         # Caffe keeps the axes before `axis` and flattens the rest: in Caffe's order, Dense on the last.
         x = ctx.in_layout(x, identity(x.rank))
@@ -43,3 +51,33 @@ def inner_product(ctx) -> None:
     if p.bias_term:
         ctx.weight(producer, "bias", lambda b: layout.vector(b[1]))
     ctx.output(0, target, producer, (*x.shape[:axis], outputs), identity(axis + 1))
+
+
+def _as_convolution(ctx, x, p) -> None:
+    """Caffe's net surgery: the InnerProduct slides over the input as a convolution.
+
+    The first one's kernel covers the spatial size its input has at the prototxt's own input size;
+    one reading an earlier convolved InnerProduct (whose fixed-size input was 2-D) is 1x1.
+    """
+    fixed = ctx.node.fixed_bottoms[0]
+    fixed_shape = fixed.flat_of[0] if fixed.flat_of is not None else fixed.shape
+    kernel = tuple(fixed_shape[2:]) if len(fixed_shape) == 4 else (1, 1)
+    n, channels, height, width = x.shape
+    if fixed_shape[1] != channels:
+        raise ctx.error(f"--fully-conv: the input has {channels} channels here, {fixed_shape[1]} at the fixed size")
+    out_h = None if height is None else height - kernel[0] + 1
+    out_w = None if width is None else width - kernel[1] + 1
+    if (out_h is not None and out_h <= 0) or (out_w is not None and out_w <= 0):
+        raise ctx.error(f"--fully-conv: the {height}x{width} input is smaller than the {kernel[0]}x{kernel[1]} kernel")
+    outputs = p.num_output
+    inputs = channels * kernel[0] * kernel[1]
+    ctx.expect_blobs((inputs, outputs) if p.transpose else (outputs, inputs), *([(outputs,)] if p.bias_term else []))
+    x = ctx.in_layout(x, channels_last(4))
+    kwargs = {} if p.bias_term else {"use_bias": False}
+    ctx.comment(f"{ctx.node.name}: InnerProduct over a {kernel[0]}x{kernel[1]} input, slid as a convolution (--fully-conv)")
+    target, producer = ctx.call("layers.Conv2D", outputs, compact(kernel), inputs=x, **kwargs)
+    transpose = p.transpose
+    ctx.weight(producer, "kernel", lambda b: layout.inner_product_conv_kernel(b[0], channels, kernel, transpose))
+    if p.bias_term:
+        ctx.weight(producer, "bias", lambda b: layout.vector(b[1]))
+    ctx.output(0, target, producer, (n, outputs, out_h, out_w))

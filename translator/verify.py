@@ -1,0 +1,229 @@
+"""caffe2py verify: run a translation and an independent Caffe runtime on one random input and compare every blob."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from translator.cli import _shape
+from translator.errors import TranslationError
+from translator.ir import Tensor, Translation
+from translator.pysource import comment
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compared blob."""
+
+    blob: str
+    shape: tuple[int, ...]
+    max_abs: float
+    relative: float
+    problem: str = ""  # set when the two runtimes disagree on the shape
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caffe2py verify",
+        description="Run the translated Keras model and a Caffe runtime (pycaffe if importable, else OpenCV's "
+        "Caffe importer) on the same random input; print every blob's error; exit 1 if any exceeds the tolerance.",
+    )
+    p.add_argument("prototxt", help="the net definition, e.g. deploy.prototxt")
+    p.add_argument("caffemodel", help="its weights, e.g. net.caffemodel")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error allowed: max |difference| over max |Caffe value| (default 1e-4)")
+    p.add_argument("--input-shape", action="append", type=_shape, default=[], metavar="NAME=N,C,H,W", help="shape of an input blob instead of the prototxt's (repeatable)")
+    p.add_argument("--npz", metavar="PATH", help="Keras weights to use instead of converting the caffemodel (to check a given .npz)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input, uniform in [-1, 1] (default 0)")
+    return p
+
+
+def caffe_writers(prototxt: Path, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, int]]:
+    """For each blob, the Caffe layer that writes its final value and the top index there."""
+    from translator.normalize import build_graph
+    from translator.parse import read_prototxt
+
+    graph = build_graph(read_prototxt(prototxt), input_shapes=input_shapes)
+    return {top[0]: (node.name, i) for node in graph.nodes for i, top in enumerate(node.tops)}
+
+
+def to_caffe_order(value: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """A Keras value of ``tensor`` in Caffe's NCHW element order."""
+    if tensor.flat_of is not None:
+        shape, layout = tensor.flat_of
+        spatial = value.reshape(len(value), *(shape[a] for a in layout[1:]))
+        return np.transpose(spatial, np.argsort(layout)).reshape(len(value), -1)
+    return np.transpose(value, np.argsort(tensor.layout))
+
+
+def keras_blobs(translation: Translation, npz: Path, inputs: Mapping[str, np.ndarray], blobs: list[str]) -> dict[str, np.ndarray]:
+    """Every blob in ``blobs`` as the translated model computes it, in Caffe's order."""
+    from translator.render import render
+
+    with tempfile.TemporaryDirectory(prefix="caffe2py_verify_") as tmp:
+        path = Path(tmp) / "verified_model.py"
+        path.write_text(render(translation, npz.name))
+        spec = importlib.util.spec_from_file_location("verified_model", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    model = module.build_model(outputs=blobs)
+    try:
+        module.load_weights(model, npz)
+    except ValueError as exc:  # the .npz is for another net (a missing, extra or misshapen array)
+        raise TranslationError(str(exc)) from None
+    feed = [
+        np.transpose(inputs[t.blob], (0, 2, 3, 1)) if t.rank == 4 else inputs[t.blob] for t in translation.inputs
+    ]
+    values = model(feed if len(feed) > 1 else feed[0])
+    values = values if len(blobs) > 1 else [values]
+    return {b: to_caffe_order(np.asarray(v), translation.blobs[b]) for b, v in zip(blobs, values)}
+
+
+def pycaffe_blobs(prototxt: Path, caffemodel: Path, inputs: Mapping[str, np.ndarray], blobs: list[str]) -> dict[str, np.ndarray]:
+    """The blobs as BVLC Caffe itself computes them (TEST phase)."""
+    import caffe
+
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(prototxt), str(caffemodel), caffe.TEST)
+    for name, value in inputs.items():
+        net.blobs[name].reshape(*value.shape)
+        net.blobs[name].data[...] = value
+    net.forward()
+    return {b: np.array(net.blobs[b].data) for b in blobs if b in net.blobs}
+
+
+def opencv_blobs(
+    prototxt: Path, caffemodel: Path, inputs: Mapping[str, np.ndarray], writers: Mapping[str, tuple[str, int]]
+) -> dict[str, np.ndarray]:
+    """The blobs as OpenCV's Caffe importer computes them; it names outputs by the layer that writes them."""
+    import cv2
+
+    try:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    except cv2.error as exc:
+        raise TranslationError(f"OpenCV cannot load the net: {_first_line(exc)}", path=str(prototxt)) from None
+    net.enableFusion(False)  # keep every layer's own output, as Caffe has it
+    for name, value in inputs.items():
+        net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+    layers = sorted({layer for layer, _ in writers.values() if net.getLayerId(layer) >= 0})
+    try:
+        outputs = dict(zip(layers, net.forwardAndRetrieve(layers)))
+    except cv2.error as exc:
+        raise TranslationError(f"OpenCV cannot run the net: {_first_line(exc)}", path=str(prototxt)) from None
+    return {
+        blob: np.asarray(outputs[layer][i])
+        for blob, (layer, i) in writers.items()
+        if layer in outputs and i < len(outputs[layer])
+    }
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def compare(ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray], order: list[str]) -> list[Row]:
+    """One row per blob of ``order`` (which both runtimes have)."""
+    rows = []
+    for blob in order:
+        got, want = ours[blob], theirs[blob]
+        if got.shape != want.shape:
+            rows.append(Row(blob, want.shape, np.inf, np.inf, f"Keras shape {got.shape}"))
+            continue
+        max_abs = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+        rows.append(Row(blob, want.shape, max_abs, max_abs / max(float(np.abs(want).max()) if want.size else 0.0, 1e-6)))
+    return rows
+
+
+def table(rows: list[Row], tolerance: float) -> str:
+    names = [comment(r.blob) for r in rows]
+    shapes = ["x".join(map(str, r.shape)) for r in rows]
+    width = max([4, *map(len, names)])
+    shape_width = max([5, *map(len, shapes)])
+    lines = [f"{'blob':<{width}}  {'shape':<{shape_width}}  {'max abs error':>13}  {'relative error':>14}"]
+    for row, name, shape in zip(rows, names, shapes):
+        if row.problem:
+            lines.append(f"{name:<{width}}  {shape:<{shape_width}}  {'-':>13}  {'-':>14}  FAIL: {row.problem}")
+            continue
+        mark = "  FAIL" if row.relative > tolerance else ""
+        lines.append(f"{name:<{width}}  {shape:<{shape_width}}  {row.max_abs:>13.3g}  {row.relative:>14.3g}{mark}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from translator.convert import translate
+    from translator.weights import write_npz
+
+    prototxt, caffemodel = Path(args.prototxt), Path(args.caffemodel)
+    if not caffemodel.is_file():
+        raise TranslationError("no such caffemodel file", path=str(caffemodel))
+    shapes = dict(args.input_shape)
+    translation = translate(prototxt, input_shapes=shapes)
+    rng = np.random.default_rng(args.seed)
+    inputs = {}
+    for tensor in translation.inputs:
+        if any(d is None for d in tensor.shape):
+            raise TranslationError(f"input {tensor.blob!r} has no fixed shape: pass --input-shape", path=str(prototxt))
+        inputs[tensor.blob] = rng.uniform(-1.0, 1.0, tensor.shape).astype(np.float32)
+    order = [b for b in translation.blobs if b not in inputs]
+    writers = caffe_writers(prototxt, shapes)
+
+    if _importable("caffe"):
+        runtime, theirs = "pycaffe", pycaffe_blobs(prototxt, caffemodel, inputs, order)
+    elif _importable("cv2"):
+        import cv2
+
+        runtime, theirs = f"OpenCV {cv2.__version__}", opencv_blobs(prototxt, caffemodel, inputs, writers)
+    else:
+        raise TranslationError("no Caffe runtime to compare with: install pycaffe, or pip install 'opencv-python-headless<5'")
+
+    common = [b for b in order if b in theirs]
+    print(f"{prototxt.name}: Keras against {runtime}, input uniform in [-1, 1] (seed {args.seed})")
+    if not common:
+        print(f"no blob could be compared: {runtime} exposed none of the translation's blobs")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="caffe2py_verify_") as tmp:
+        npz = Path(args.npz) if args.npz else Path(tmp) / "weights.npz"
+        if not args.npz:
+            write_npz(translation, caffemodel, npz)
+        ours = keras_blobs(translation, npz, inputs, common)
+
+    rows = compare(ours, theirs, common)
+    print(table(rows, args.tolerance))
+    unseen = [comment(b) for b in order if b not in theirs]
+    if unseen:
+        print(f"not compared ({runtime} does not expose them): {', '.join(unseen)}")
+    failed = [r for r in rows if r.problem or r.relative > args.tolerance]
+    if failed:
+        first = failed[0]
+        why = first.problem or f"relative error {first.relative:.3g} > {args.tolerance:g}"
+        print(f"FAIL: {len(failed)} of {len(rows)} blobs differ; the first is {comment(first.blob)!r} ({why})")
+        return 1
+    print(f"ok: all {len(rows)} blobs within {args.tolerance:g}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except TranslationError as exc:
+        print(f"caffe2py: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"caffe2py: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 2
