@@ -39,15 +39,24 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
         raise TranslationError(f"not UTF-8 text (byte {exc.start})", path=shown, line=line) from None
     net = schema.NetParameter()
     try:
-        text_format.Merge(text, net)
+        # Parse, not Merge: like Caffe's TextFormat::Parse, a field given twice where one is allowed is an error.
+        text_format.Parse(text, net)
     except text_format.ParseError as exc:
-        message = re.sub(r"^\d+:\d+ : ", "", str(exc))
-        column = exc.GetColumn()
-        where = f"column {column}: " if column else ""
-        raise TranslationError(f"{where}{message}", path=shown, line=exc.GetLine()) from None
+        raise _syntax_error(exc, text, shown) from None
     lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
     net = upgrade_net(net, shown)
     return ParsedNet(net=net, path=shown, data=data, layer_lines=lines)
+
+
+def _syntax_error(exc: text_format.ParseError, text: str, shown: str) -> TranslationError:
+    message = re.sub(r"^\d+(:\d+)? : ", "", str(exc))
+    line, column = exc.GetLine(), exc.GetColumn()
+    # Protobuf quotes the whole offending line before some messages; file:line says where already.
+    lines = text.split("\n")
+    if line and line <= len(lines):
+        message = message.removeprefix(f"'{lines[line - 1]}': ")
+    where = f"column {column}: " if column else ""
+    return TranslationError(f"{where}{message}", path=shown, line=line)
 
 
 _TOKEN = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}]|[A-Za-z_][\w.]*|\n|[^\s{}#"'A-Za-z_]+|[ \t\r\f\v]+""")

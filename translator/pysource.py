@@ -102,9 +102,16 @@ def comment(text: str) -> Source:
     return Source(string(text)[1:-1])
 
 
+_BARE_QUOTE = re.compile(r'(?<=[^"\\])\\"(?=[^"\\])')
+
+
 def docstring_text(text: str) -> Source:
-    """Untrusted text made safe inside a triple-quoted docstring."""
-    return Source(string(text)[1:-1].replace('\\"', '"').replace('"""', '\\"\\"\\"'))
+    """Untrusted text made safe inside a triple-quoted docstring, whatever quotes the template puts around it.
+
+    A quote stays unescaped only between two characters that are not quotes, so no run of three
+    quotes can form with the template's own (``input "{name}"`` with a name of ``""``).
+    """
+    return Source(_BARE_QUOTE.sub('"', string(text)[1:-1]))
 
 
 _IDENT_BAD = re.compile(r"[^0-9a-zA-Z_]")
