@@ -108,56 +108,52 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
-    inception_3a_1x1 = layers.Conv2D(64, 1, name="inception_3a_1x1")(
-        data
-    )  # Caffe layer 'inception_3a/1x1'
-    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(
-        inception_3a_1x1
-    )  # Caffe layer 'inception_3a/relu_1x1'
-    inception_3a_3x3_reduce = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(
-        data
-    )  # Caffe layer 'inception_3a/3x3_reduce'
+    # Caffe layer 'inception_3a/1x1'
+    inception_3a_1x1 = layers.Conv2D(64, 1, name="inception_3a_1x1")(data)
+    # Caffe layer 'inception_3a/relu_1x1'
+    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(inception_3a_1x1)
+    # Caffe layer 'inception_3a/3x3_reduce'
+    inception_3a_3x3_reduce = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(data)
+    # Caffe layer 'inception_3a/relu_3x3_reduce'
     inception_3a_3x3_reduce = layers.ReLU(name="inception_3a_relu_3x3_reduce")(
         inception_3a_3x3_reduce
-    )  # Caffe layer 'inception_3a/relu_3x3_reduce'
+    )
     inception_3a_3x3 = layers.ZeroPadding2D(1, name="inception_3a_3x3_pad")(
         inception_3a_3x3_reduce
     )
-    inception_3a_3x3 = layers.Conv2D(128, 3, name="inception_3a_3x3")(
-        inception_3a_3x3
-    )  # Caffe layer 'inception_3a/3x3'
-    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(
-        inception_3a_3x3
-    )  # Caffe layer 'inception_3a/relu_3x3'
-    inception_3a_5x5_reduce = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(
-        data
-    )  # Caffe layer 'inception_3a/5x5_reduce'
+    # Caffe layer 'inception_3a/3x3'
+    inception_3a_3x3 = layers.Conv2D(128, 3, name="inception_3a_3x3")(inception_3a_3x3)
+    # Caffe layer 'inception_3a/relu_3x3'
+    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(inception_3a_3x3)
+    # Caffe layer 'inception_3a/5x5_reduce'
+    inception_3a_5x5_reduce = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(data)
+    # Caffe layer 'inception_3a/relu_5x5_reduce'
     inception_3a_5x5_reduce = layers.ReLU(name="inception_3a_relu_5x5_reduce")(
         inception_3a_5x5_reduce
-    )  # Caffe layer 'inception_3a/relu_5x5_reduce'
+    )
     inception_3a_5x5 = layers.ZeroPadding2D(2, name="inception_3a_5x5_pad")(
         inception_3a_5x5_reduce
     )
-    inception_3a_5x5 = layers.Conv2D(32, 5, name="inception_3a_5x5")(
-        inception_3a_5x5
-    )  # Caffe layer 'inception_3a/5x5'
-    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(
-        inception_3a_5x5
-    )  # Caffe layer 'inception_3a/relu_5x5'
+    # Caffe layer 'inception_3a/5x5'
+    inception_3a_5x5 = layers.Conv2D(32, 5, name="inception_3a_5x5")(inception_3a_5x5)
+    # Caffe layer 'inception_3a/relu_5x5'
+    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(inception_3a_5x5)
+    # Caffe layer 'inception_3a/pool'
     inception_3a_pool = layers.MaxPooling2D(
         3, strides=1, padding="same", name="inception_3a_pool"
-    )(
-        data
-    )  # Caffe layer 'inception_3a/pool'
+    )(data)
+    # Caffe layer 'inception_3a/pool_proj'
     inception_3a_pool_proj = layers.Conv2D(32, 1, name="inception_3a_pool_proj")(
         inception_3a_pool
-    )  # Caffe layer 'inception_3a/pool_proj'
+    )
+    # Caffe layer 'inception_3a/relu_pool_proj'
     inception_3a_pool_proj = layers.ReLU(name="inception_3a_relu_pool_proj")(
         inception_3a_pool_proj
-    )  # Caffe layer 'inception_3a/relu_pool_proj'
+    )
+    # Caffe layer 'inception_3a/output'
     inception_3a_output = layers.Concatenate(name="inception_3a_output")(
         [inception_3a_1x1, inception_3a_3x3, inception_3a_5x5, inception_3a_pool_proj]
-    )  # Caffe layer 'inception_3a/output'
+    )
     pool_ceil = CaffePooling2D("avg", 3, strides=2, padding=1, name="pool_ceil")(
         inception_3a_output
     )

@@ -29,24 +29,24 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """
     data = keras.Input(shape=input_shape, name="data")
     conv2_1_dw = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
+    # Caffe layer 'conv2_1/dw'
     conv2_1_dw = layers.DepthwiseConv2D(
         3, strides=2, use_bias=False, name="conv2_1_dw"
-    )(
-        conv2_1_dw
-    )  # Caffe layer 'conv2_1/dw'
+    )(conv2_1_dw)
+    # Caffe layer 'conv2_1/dw/bn' + Scale 'conv2_1/dw/scale' (fused: gamma and beta)
     conv2_1_dw = layers.BatchNormalization(epsilon=0.001, name="conv2_1_dw_bn")(
         conv2_1_dw
-    )  # Caffe layer 'conv2_1/dw/bn'; with Scale 'conv2_1/dw/scale'
-    conv2_1_dw = layers.ReLU(name="relu2_1_dw")(conv2_1_dw)  # Caffe layer 'relu2_1/dw'
-    conv2_1_sep = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(
-        conv2_1_dw
-    )  # Caffe layer 'conv2_1/sep'
+    )
+    # Caffe layer 'relu2_1/dw'
+    conv2_1_dw = layers.ReLU(name="relu2_1_dw")(conv2_1_dw)
+    # Caffe layer 'conv2_1/sep'
+    conv2_1_sep = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(conv2_1_dw)
+    # Caffe layer 'conv2_1/sep/bn' + Scale 'conv2_1/sep/scale' (fused: gamma and beta)
     conv2_1_sep = layers.BatchNormalization(epsilon=0.001, name="conv2_1_sep_bn")(
         conv2_1_sep
-    )  # Caffe layer 'conv2_1/sep/bn'; with Scale 'conv2_1/sep/scale'
-    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(
-        conv2_1_sep
-    )  # Caffe layer 'relu2_1/sep'
+    )
+    # Caffe layer 'relu2_1/sep'
+    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(conv2_1_sep)
     model = keras.Model(data, conv2_1_sep, name="mobilenet_block")
     if outputs is None:
         return model

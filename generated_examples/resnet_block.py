@@ -34,30 +34,34 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     res2a_branch1 = layers.Conv2D(
         128, 1, strides=2, use_bias=False, name="res2a_branch1"
     )(data)
-    res2a_branch1 = layers.BatchNormalization(epsilon=0.00001, name="bn2a_branch1")(
+    # + Scale 'scale2a_branch1' (fused: gamma and beta)
+    res2a_branch1 = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch1")(
         res2a_branch1
-    )  # with Scale 'scale2a_branch1'
+    )
     res2a_branch2a = layers.Conv2D(
         32, 1, strides=2, use_bias=False, name="res2a_branch2a"
     )(data)
-    res2a_branch2a = layers.BatchNormalization(epsilon=0.00001, name="bn2a_branch2a")(
+    # + Scale 'scale2a_branch2a' (fused: gamma and beta)
+    res2a_branch2a = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2a")(
         res2a_branch2a
-    )  # with Scale 'scale2a_branch2a'
+    )
     res2a_branch2a = layers.ReLU(name="res2a_branch2a_relu")(res2a_branch2a)
     res2a_branch2b = layers.ZeroPadding2D(1, name="res2a_branch2b_pad")(res2a_branch2a)
     res2a_branch2b = layers.Conv2D(32, 3, use_bias=False, name="res2a_branch2b")(
         res2a_branch2b
     )
-    res2a_branch2b = layers.BatchNormalization(epsilon=0.00001, name="bn2a_branch2b")(
+    # + Scale 'scale2a_branch2b' (fused: gamma and beta)
+    res2a_branch2b = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2b")(
         res2a_branch2b
-    )  # with Scale 'scale2a_branch2b'
+    )
     res2a_branch2b = layers.ReLU(name="res2a_branch2b_relu")(res2a_branch2b)
     res2a_branch2c = layers.Conv2D(128, 1, use_bias=False, name="res2a_branch2c")(
         res2a_branch2b
     )
-    res2a_branch2c = layers.BatchNormalization(epsilon=0.00001, name="bn2a_branch2c")(
+    # + Scale 'scale2a_branch2c' (fused: gamma and beta)
+    res2a_branch2c = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2c")(
         res2a_branch2c
-    )  # with Scale 'scale2a_branch2c'
+    )
     res2a = layers.Add(name="res2a")([res2a_branch1, res2a_branch2c])
     res2a = layers.ReLU(name="res2a_relu")(res2a)
     model = keras.Model(data, res2a, name="resnet_block")

@@ -561,11 +561,6 @@ def test_hostile_names_in_the_full_net(case):
     check(case)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keras.Input is named with the raw blob name (templates/module.py.jinja) while BLOBS "
-    "names it by emit.py's sanitized Keras name: '/' breaks keras.Input and outputs=[input] fails",
-)
 @pytest.mark.parametrize("blob", ["in/put", "da ta", ""])
 def test_input_layer_names(blob):
     case = nasty_case(0, False)
@@ -576,12 +571,6 @@ def test_input_layer_names(blob):
     assert _assigned(trees, "BLOBS")[blob][0] in inputs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="translator/preprocess.py _find() lets Path.is_file() raise ENAMETOOLONG for a long "
-    "mean_file: an OSError instead of a TranslationError (or simply 'not found')",
-)
 def test_long_mean_file():
     case = nasty_case(0, False)
     module_text(prototxt(Case(case.names | {"text:mean_file": "m" * 300}, "Widget", False, True)))

@@ -193,7 +193,8 @@ class LayerContext:
         if layer_name == self.keras_name and self.keras_name != self.node.name and not self._named:
             # Keras forbids some characters (and names must be unique): keep Caffe's name in sight.
             self._named = True
-            comment = f"Caffe layer {self.node.name!r}" + (f"; {comment}" if comment else "")
+            joint = " " if comment and comment.startswith("+") else "; "
+            comment = f"Caffe layer {self.node.name!r}" + (f"{joint}{comment}" if comment else "")
         target = target or self.top_var(0)
         kw = tuple((k, v) for k, v in kwargs.items()) + (("name", layer_name),)
         self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment))

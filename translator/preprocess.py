@@ -53,8 +53,11 @@ def _mean_file_name(source: str) -> str:
 def _find(mean_file: str, prototxt: Path) -> Path | None:
     # Caffe opens mean_file relative to where it runs (usually Caffe's root); also try the prototxt's folder.
     for candidate in (Path(mean_file), prototxt.parent / mean_file):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name the file system cannot hold (too long, ...) is simply not there
+            continue
     return None
 
 

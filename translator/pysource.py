@@ -75,10 +75,9 @@ def float_literal(value: float) -> Source:
         return Source('float("inf")' if value > 0 else '-float("inf")')
     import numpy as np
 
-    text = np.format_float_positional(np.float32(value), unique=True, trim="0")
-    if len(text) > 12:
-        text = np.format_float_scientific(np.float32(value), unique=True, trim="0")
-    return Source(text.replace("e+", "e"))
+    # The shortest digits that identify the float32, spelled as Python spells that number (1e-05).
+    shortest = np.format_float_positional(np.float32(value), unique=True, trim="0")
+    return Source(repr(float(shortest)))
 
 
 def string(text: str) -> Source:

@@ -60,18 +60,23 @@ def _statement(s: Statement) -> Source:
     inputs = ", ".join(s.inputs)
     if s.as_list:
         inputs = f"[{inputs}]"
-    line = f"{s.target} = {s.callee}({', '.join(args)})({inputs})"
-    if s.comment:
-        line += f"  # {comment(s.comment)}"
-    return Source(line)
+    return Source(f"{s.target} = {s.callee}({', '.join(args)})({inputs})")
 
 
 def present(t: Translation, npz_name: str) -> dict[str, Any]:
     """Every field the module template prints, already valid Python source."""
-    body = [_statement(s) if isinstance(s, Statement) else Source(f"# {comment(s)}") for s in t.statements]
+    body = []
+    for s in t.statements:
+        # A comment goes on its own line above its statement, so black need not wrap the call.
+        note = s if isinstance(s, str) else s.comment
+        if note:
+            body.append(Source(f"# {comment(note)}"))
+        if isinstance(s, Statement):
+            body.append(_statement(s))
     inputs = [
         {
             "name": string(i.blob),
+            "keras_name": string(i.producer),
             "var": Source(i.var),
             "shape": literal(tuple(i.keras_shape[1:])),
             "caffe": comment("x".join("?" if d is None else str(d) for d in i.shape)),

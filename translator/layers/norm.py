@@ -63,7 +63,7 @@ def batch_norm(ctx) -> None:
         kwargs.update(center=False, scale=False)
     elif not bias:
         kwargs["center"] = False
-    comment = f"with Scale {scale.name!r}" if scale is not None else None
+    comment = f"+ Scale {scale.name!r} (fused: gamma and beta)" if scale is not None else None
     target, producer = ctx.call("layers.BatchNormalization", inputs=x, comment=comment, **kwargs)
     if scale is not None:
         ctx.expect_blobs((channels,), *([(channels,)] if bias else []), layer=scale)
