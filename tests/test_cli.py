@@ -92,3 +92,18 @@ def test_list_layers_comes_from_the_registry():
     run = caffe2py("--list-layers")
     assert run.stdout.split() == supported_types()
     assert {"Convolution", "Pooling", "InnerProduct", "LRN", "BatchNorm"} <= set(supported_types())
+
+
+def test_mean_file_gives_preprocess(tmp_path):
+    from translator import schema
+
+    mean = schema.BlobProto()
+    mean.shape.dim.extend([1, 2, 5, 5])
+    mean.data.extend([float(i) for i in range(50)])
+    (tmp_path / "mean.binaryproto").write_bytes(mean.SerializeToString())
+    (tmp_path / "net.prototxt").write_text(NET)
+    plain = caffe2py(str(tmp_path / "net.prototxt"))
+    assert "def preprocess" not in plain.stdout
+    run = caffe2py(str(tmp_path / "net.prototxt"), "--mean", str(tmp_path / "mean.binaryproto"))
+    assert run.returncode == 0, run.stderr
+    assert "def preprocess(" in run.stdout

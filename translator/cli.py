@@ -60,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=0, help="net level for include/exclude rules, e.g. --level 1")
     p.add_argument("--input-shape", action="append", type=_shape, default=[], metavar="NAME=N,C,H,W", help="shape of an input or data blob, e.g. --input-shape data=1,3,224,224 (repeatable)")
     p.add_argument("--fully-conv", action="store_true", help="InnerProduct on spatial input becomes a convolution; spatial input sizes become free")
+    p.add_argument("--mean", metavar="BINARYPROTO", help="the mean image Caffe subtracts, for preprocess(), e.g. --mean imagenet_mean.binaryproto")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
     p.add_argument("--stub-unknown", action="store_true", help="emit a stub layer class for each unsupported layer type instead of failing")
     p.add_argument("--list-layers", action="store_true", help="print the supported Caffe layer types and exit")
@@ -123,6 +124,7 @@ def _translate(args: argparse.Namespace, prototxt: str):
         level=args.level,
         stages=args.stage,
         input_shapes=dict(args.input_shape),
+        mean=args.mean,
     )
     if args.verbose:
         print("\n".join(translation.plan), file=sys.stderr)
