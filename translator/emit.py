@@ -54,8 +54,7 @@ class Emitter:
         for index, node in enumerate(graph.nodes):
             for key in node.bottoms:
                 self.consumers.setdefault(key, []).append(index)
-        for key, _ in graph.inputs:
-            self.keras_names.new(key[0])
+        self.input_names = {key: self.keras_names.new(key[0]) for key, _ in graph.inputs}
         for index, node in enumerate(graph.nodes):
             self.primary[index] = self.keras_names.new(node.name)
 
@@ -72,7 +71,7 @@ class Emitter:
         for (blob, version), shape in self.graph.inputs:
             if self.options.fully_conv and len(shape) == 4:
                 shape = (shape[0], shape[1], None, None)
-            name = self.keras_names.clean(blob)
+            name = self.input_names[(blob, version)]
             tensor = Tensor(blob, shape, channels_last(len(shape)), self.blob_var(blob), name)
             self.values[(blob, version)] = tensor
             self.out.inputs.append(tensor)
