@@ -1,0 +1,162 @@
+"""Inference throughput of generated ResNet-50, VGG16 and MobileNet v1 against keras.applications and OpenCV.
+
+usage: python benchmarks/bench_inference.py [--batch N] [--rounds N] [--nets NAME,...] [--workdir DIR]
+
+Each net is translated by the CLI with the random weights of its ../shared/oracle case (made with
+make_case.py in --workdir, kept there, or in a temporary directory) and loaded with the module's
+load_weights. It runs against keras.applications' model of the same architecture (weights=None,
+random) and OpenCV's Caffe importer on the same prototxt and caffemodel. All take the same input
+(batch x 224 x 224 x 3; NCHW for OpenCV). After warm-up, the runners are called in turn, one batch
+each, for --rounds rounds, starting with a different runner each round so that slow phases of
+other load on the machine spread evenly; the table gives the median seconds per batch.
+Keras models run through predict_on_batch (a compiled tf.function) on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from machine import CORPUS, ROOT, child_env, describe, load, make_case, median
+
+
+@dataclass(frozen=True)
+class Net:
+    label: str
+    prototxt: Path
+    case: str
+    application: str  # the keras.applications constructor
+    logits: str  # the blob before the final Softmax, compared with OpenCV's (softmax saturates)
+
+
+NETS = {
+    "resnet50": Net("ResNet-50", CORPUS / "resnet" / "ResNet-50-deploy.prototxt", "resnet50", "ResNet50", "fc1000"),
+    "vgg16": Net("VGG16", CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt", "vgg16", "VGG16", "fc8"),
+    "mobilenet_v1": Net("MobileNet v1", CORPUS / "mobilenet_v1" / "mobilenet_deploy.prototxt", "mobilenet_v1", "MobileNet", "fc7"),
+}
+
+
+def generate(prototxt: Path, caffemodel: Path, module_path: Path, *flags: str) -> None:
+    """Translate with the CLI, weights included (module_path and its .npz)."""
+    argv = [sys.executable, "-m", "translator", str(prototxt), "--weights", str(caffemodel), "-o", str(module_path)]
+    subprocess.run([*argv, *flags], check=True, cwd=ROOT, env=child_env())
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def generated_model(prototxt: Path, caffemodel: Path, directory: Path, *flags: str):
+    """The generated module and its model with the caffemodel's weights loaded."""
+    path = directory / f"{prototxt.stem}{''.join(flags).replace('-', '_')}.py"
+    generate(prototxt, caffemodel, path, *flags)
+    module = load_module(path)
+    model = module.build_model()
+    module.load_weights(model, path.with_suffix(".npz"))
+    return module, model
+
+
+def race(runners: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each runner: warm-up, then interleaved rounds, rotating who goes first."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _bench(net: Net, directory: Path, batch: int, rounds: int) -> tuple[dict[str, list[float]], float]:
+    import cv2
+    import keras
+    import numpy as np
+
+    case_dir = directory / net.case
+    caffemodel = make_case(net.case, case_dir)
+    module, generated = generated_model(net.prototxt, caffemodel, case_dir)
+    reference = getattr(keras.applications, net.application)(weights=None, input_shape=(224, 224, 3))
+    opencv = cv2.dnn.readNetFromCaffe(str(net.prototxt), str(caffemodel))
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def run_opencv():
+        opencv.setInput(x_nchw)
+        return opencv.forward()
+
+    # The same weights and input through two runtimes: the comparison is of equal work.
+    logits = keras.Model(generated.input, generated.get_layer(module.BLOBS[net.logits][0]).output)
+    ours = np.asarray(logits.predict_on_batch(x)).reshape(batch, -1)
+    opencv.setInput(x_nchw)
+    theirs = opencv.forward(net.logits).reshape(batch, -1)
+    difference = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+    runners = {
+        "generated": lambda: generated.predict_on_batch(x),
+        "keras.applications": lambda: reference.predict_on_batch(x),
+        "OpenCV": run_opencv,
+    }
+    return race(runners, rounds), difference
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, from {', '.join(NETS)}")
+    parser.add_argument("--workdir", type=Path, help="where the caffemodels and generated modules go (kept)")
+    args = parser.parse_args(argv)
+
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    print(describe([f"TensorFlow {tf.__version__}", f"Keras {keras.__version__}", f"OpenCV {cv2.__version__}"]))
+    print(
+        f"\nBatch {args.batch} of 224x224x3, median seconds per batch over {args.rounds} interleaved rounds after"
+        f" 2 warm-up calls; images/s = batch / median. TensorFlow threads: intra-op"
+        f" {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, OpenCV threads"
+        f" {cv2.getNumThreads()}. Load average at start: {load()}.\n"
+    )
+    print(
+        "| net | runtime | s / batch (median) | best | images/s (median) | vs keras.applications (median) | (best) |"
+        " logits vs OpenCV (max abs diff / max abs) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as scratch:
+        directory = args.workdir or Path(scratch)
+        for key in args.nets.split(","):
+            net = NETS[key]
+            times, difference = _bench(net, directory, args.batch, args.rounds)
+            keras.backend.clear_session()
+            reference = times["keras.applications"]
+            for name, values in times.items():
+                m = median(values)
+                shown = f"{difference:.1e}" if name == "generated" else ""
+                print(
+                    f"| {net.label} | {name} | {m:.3f} | {min(values):.3f} | {args.batch / m:.1f} |"
+                    f" {median(reference) / m:.2f}x | {min(reference) / min(values):.2f}x | {shown} |",
+                    flush=True,
+                )
+    print(f"\nLoad average at end: {load()}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

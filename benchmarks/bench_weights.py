@@ -1,0 +1,107 @@
+"""Weight conversion of VGG16 (~550 MB caffemodel) by the CLI against a plain copy of the file: time and peak RSS.
+
+usage: python benchmarks/bench_weights.py [--repeat N] [--workdir DIR] [--no-reader]
+
+The caffemodel is the random-weights VGG16 of ../shared/oracle/cases/vgg16, made with
+../shared/oracle/make_case.py in --workdir (kept there, so a second run skips it) or in a
+temporary directory. Every measurement is one child process whose peak RSS comes from wait4, so it
+is that child's alone; `sync` runs before each so that writing back the previous run's output does
+not land in the next one. The caffemodel is in the page cache throughout: this measures CPU and
+memory, not the disk. Then benchmarks/bench_caffemodel_read.py gives the reader's own numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from machine import CORPUS, describe, load, make_case, median, run_measured
+
+PROTOTXT = CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt"
+MB = 1e6
+
+
+def _methods(caffemodel: Path, out: Path) -> dict[str, list[str]]:
+    translate = [sys.executable, "-m", "translator", str(PROTOTXT)]
+    return {
+        "`cp` (plain file copy)": ["cp", str(caffemodel), str(out / "copy.caffemodel")],
+        "`caffe2py NET -o out.py` (no weights)": [*translate, "-o", str(out / "plain.py")],
+        "`caffe2py NET --weights CAFFEMODEL -o out.py`": [*translate, "--weights", str(caffemodel), "-o", str(out / "vgg16.py")],
+    }
+
+
+def _clean(out: Path) -> None:
+    for path in out.iterdir():
+        path.unlink()
+    subprocess.run(["sync"], check=True)
+
+
+def _report(caffemodel: Path, repeat: int, reader: bool) -> None:
+    import numpy
+
+    size = caffemodel.stat().st_size
+    print(describe([f"numpy {numpy.__version__}"]))
+    print(
+        f"\n{caffemodel.name} of VGG16: {size / MB:.0f} MB, in the page cache. Median of {repeat} runs (wall and"
+        f" CPU = user + system), largest peak RSS. Load average at start: {load()}.\n"
+    )
+    print("| method | median wall s | CPU s | MB/s (wall) | peak RSS MB | peak RSS / file | wall / copy |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="bench_weights_out_") as directory:
+        out = Path(directory)
+        results = {}
+        for label, argv in _methods(caffemodel, out).items():
+            runs = []
+            for _ in range(repeat):
+                _clean(out)
+                run = run_measured(argv)
+                if run.code != 0:
+                    sys.exit(f"{' '.join(argv)} failed with exit code {run.code}")
+                runs.append(run)
+            results[label] = r = {
+                "wall": median([x.wall for x in runs]),
+                "cpu": median([x.cpu for x in runs]),
+                "rss": max(x.peak_rss for x in runs),
+            }
+            copy = next(iter(results.values()))["wall"]
+            print(
+                f"| {label} | {r['wall']:.2f} | {r['cpu']:.2f} | {size / MB / r['wall']:,.0f} | {r['rss'] / MB:,.0f} |"
+                f" {r['rss'] / size:.2f} | {r['wall'] / copy:.1f}x |",
+                flush=True,
+            )
+        npz = out / "vgg16.npz"
+        npz_size = npz.stat().st_size if npz.exists() else 0
+    copy, plain, full = (r["wall"] for r in results.values())
+    print(
+        f"\nThe weights alone (full minus no-weights run): {full - plain:.2f} s, {size / MB / (full - plain):,.0f} MB/s,"
+        f" {(full - plain) / copy:.1f}x the copy. The .npz written: {npz_size / MB:.0f} MB."
+        f" Load average at end: {load()}."
+    )
+    if reader:
+        print("\nbenchmarks/bench_caffemodel_read.py on the same file:\n")
+        script = Path(__file__).with_name("bench_caffemodel_read.py")
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(script), str(caffemodel)], check=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="where the VGG16 caffemodel is made (and kept)")
+    parser.add_argument("--no-reader", action="store_true", help="skip bench_caffemodel_read.py")
+    args = parser.parse_args(argv)
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        _report(make_case("vgg16", args.workdir), args.repeat, not args.no_reader)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench_weights_") as directory:
+        _report(make_case("vgg16", Path(directory)), args.repeat, not args.no_reader)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
