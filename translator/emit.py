@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from translator.errors import TranslationError
 from translator.ir import (
@@ -24,6 +23,9 @@ from translator.layers.stub import stub
 from translator.normalize import Graph
 from translator.pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
 from translator.render import helper_names
+
+if TYPE_CHECKING:  # translating without weights never loads numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # translating without weights never loads numpy
+    import numpy as np
 
 # A layout says, for each Keras axis, which Caffe axis it holds: NHWC for an NCHW blob is (0, 2, 3, 1).
 Layout = tuple[int, ...]

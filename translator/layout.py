@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the emitters import this module; translating without weights never loads numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class FortranArray:
     shape: tuple[int, ...]
 
     def materialize(self) -> np.ndarray:
-        return np.ascontiguousarray(self.view).reshape(self.shape[::-1]).T
+        return self.view.copy().reshape(self.shape[::-1]).T
 
 
 def conv_kernel(weight: np.ndarray) -> np.ndarray:
@@ -53,13 +56,15 @@ def dense_kernel(
     if list(order) == sorted(order):
         return w.T
     blocks = w.reshape(out, *dims).transpose(0, *(1 + a for a in order))
-    return FortranArray(blocks, (int(np.prod(dims)), out))
+    return FortranArray(blocks, (math.prod(dims), out))
 
 
 def batchnorm_stats(blobs: Sequence[np.ndarray], index: int) -> np.ndarray:
     """Caffe keeps mean*f and var*f with f in blob 2; divide it out (f == 0 means zero)."""
     factor = float(blobs[2].reshape(-1)[0])
     scale = 0.0 if factor == 0 else 1.0 / factor
+    import numpy as np
+
     return (blobs[index].reshape(-1) * np.float32(scale)).astype(np.float32)
 
 
@@ -94,6 +99,8 @@ def inner_product_conv_kernel(weight: np.ndarray, channels: int, kernel: Sequenc
 
 def dilate_kernel(kernel: np.ndarray, dilation: Sequence[int]) -> np.ndarray:
     """A (kh, kw, ...) kernel with ``dilation - 1`` zero taps between neighbours: the same filter undilated."""
+    import numpy as np
+
     dh, dw = dilation
     kh, kw = kernel.shape[:2]
     out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1, *kernel.shape[2:]), kernel.dtype)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from translator import schema
@@ -16,11 +15,16 @@ from translator.ir import Translation
 from translator.normalize import Graph
 from translator.pysource import docstring_text, literal, string
 
+if TYPE_CHECKING:  # only a mean file needs numpy, which a translation otherwise never loads
+    import numpy as np
+
 _FILE_NAME_BAD = re.compile(r"[^0-9A-Za-z_.-]")
 
 
 def read_mean(path: str | Path) -> np.ndarray:
     """A mean .binaryproto (a BlobProto, e.g. from compute_image_mean) as a float32 (C, H, W) image."""
+    import numpy as np
+
     shown = str(path)
     try:
         data = Path(path).read_bytes()
@@ -131,6 +135,8 @@ def write_mean(translation: Translation, directory: str | Path) -> Path | None:
     info = translation.preprocess
     if not info or info["mean_image"] is None:
         return None
+    import numpy as np
+
     path = Path(directory) / info["mean_file"]
     np.save(path, info["mean_image"].astype("<f4"), allow_pickle=False)
     return path

@@ -5,8 +5,10 @@ from __future__ import annotations
 import keyword
 import math
 import re
+import struct
 import unicodedata
 from collections.abc import Iterable
+from decimal import Decimal
 
 
 class Source(str):
@@ -71,13 +73,35 @@ def float_literal(value: float) -> Source:
     """The shortest text that reads back as the same float32, so 1e-4 stays ``0.0001``."""
     if math.isnan(value):
         return Source('float("nan")')
-    if math.isinf(value):
-        return Source('float("inf")' if value > 0 else '-float("inf")')
-    import numpy as np
+    single = _float32(value)
+    if math.isinf(single):
+        return Source('float("inf")' if single > 0 else '-float("inf")')
+    return Source(repr(_shortest_float32(single)))
 
-    # The shortest digits that identify the float32, spelled as Python spells that number (1e-05).
-    shortest = np.format_float_positional(np.float32(value), unique=True, trim="0")
-    return Source(repr(float(shortest)))
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32, as Caffe's float fields hold it (infinite beyond its range)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _shortest_float32(single: float) -> float:
+    """The decimal with the fewest digits that rounds to the float32 ``single``; of two, the nearer.
+
+    This is the number numpy prints for a float32, found without numpy, which a translation never loads.
+    """
+    exact = Decimal(single)
+    for digits in range(1, 10):
+        nearest = Decimal(f"{single:.{digits - 1}e}")
+        # Beside a power of two the float32 grid is twice as fine below as above, so the nearest
+        # decimal of this length may miss while its neighbour on the far side reads back.
+        step = Decimal(1).scaleb(nearest.adjusted() - digits + 1)
+        for candidate in (nearest, nearest + step if nearest < exact else nearest - step):
+            if _float32(float(candidate)) == single:
+                return float(candidate)
+    return single
 
 
 def string(text: str) -> Source:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from translator import layout
 from translator.ir import Tensor
@@ -43,7 +43,7 @@ def log(ctx) -> None:
 
 def _check_base(ctx, base: float) -> None:
     # Caffe's -1 stands for e; any other base must be a positive finite number.
-    if base != -1 and not (base > 0 and np.isfinite(base)):
+    if base != -1 and not (base > 0 and math.isfinite(base)):
         raise ctx.error(f"base {base} must be positive (or -1 for e)")
 
 
