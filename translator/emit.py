@@ -53,6 +53,8 @@ class Emitter:
         self.absorbed: dict[int, str] = {}  # node index -> the layer it was fused into
         self.hidden: set[str] = set()  # blobs whose own value a fusion removed
         self.consumers: dict[tuple[str, int], list[int]] = {}
+        # By identity: nodes compare by value, protobuf parameters included, which is slow.
+        self.index_of = {id(node): index for index, node in enumerate(graph.nodes)}
         for index, node in enumerate(graph.nodes):
             for key in node.bottoms:
                 self.consumers.setdefault(key, []).append(index)
@@ -159,7 +161,7 @@ class LayerContext:
 
     def absorb(self, other: Node) -> None:
         """``other`` (a later layer reading this one's top) is folded into what this emitter made."""
-        index = self._e.graph.nodes.index(other)
+        index = self._e.index_of[id(other)]
         self._e.absorbed[index] = self.keras_name
         if other.tops[0][0] != self.node.tops[0][0]:
             self._e.hidden.add(self.node.tops[0][0])

@@ -59,24 +59,25 @@ def _syntax_error(exc: text_format.ParseError, text: str, shown: str) -> Transla
     return TranslationError(f"{where}{message}", path=shown, line=line)
 
 
-_TOKEN = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}]|[A-Za-z_][\w.]*|\n|[^\s{}#"'A-Za-z_]+|[ \t\r\f\v]+""")
+# What can hide a bracket or a field name (comments, quoted strings), the brackets, and the field names.
+_SCAN = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}<>]|\blayers?\b""")
 
 
 def _layer_lines(text: str, field: str) -> tuple[int, ...]:
-    """Line numbers of the top-level ``field { ... }`` blocks, in order (the i-th is net.layer[i])."""
+    """Line numbers of the top-level ``field { ... }`` blocks, in order (the i-th is net.layer[i]).
+
+    The text has parsed, so a field name outside any block starts one of the net's own fields.
+    """
     lines: list[int] = []
-    depth, line, pending = 0, 1, 0
-    for match in _TOKEN.finditer(text):
+    depth, line, counted = 0, 1, 0
+    for match in _SCAN.finditer(text):
         token = match.group()
-        if token == "\n":
-            line += 1
-        elif token == "{":
-            if depth == 0 and pending:
-                lines.append(pending)
+        if token in ("{", "<"):
             depth += 1
-            pending = 0
-        elif token == "}":
-            depth = max(depth - 1, 0)
-        elif depth == 0 and not token.isspace() and token != ":" and not token.startswith("#"):
-            pending = line if token == field else 0
+        elif token in ("}", ">"):
+            depth -= 1
+        elif depth == 0 and token == field:
+            line += text.count("\n", counted, match.start())
+            counted = match.start()
+            lines.append(line)
     return tuple(lines)
