@@ -21,6 +21,12 @@ EXAMPLES = """examples:
   caffe2py deploy.prototxt --fully-conv -o fcn.py                  # InnerProduct as convolution
   caffe2py nets/*.prototxt --write                                 # nets/a.py beside nets/a.prototxt, if it changed
   caffe2py nets/*.prototxt --check                                 # print a diff of stale modules, write nothing
+  caffe2py nets/*.prototxt --write --out-dir models                # the modules in models/ instead
+  caffe2py deploy.prototxt --weights net.caffemodel --npz w.npz    # the module on stdout, the weights in w.npz
+  caffe2py train_val.prototxt --phase TRAIN --input-shape data=1,3,227,227 > train.py
+  caffe2py resnext.prototxt --native-groups > resnext.py           # Conv2D(groups=32), not 32 convolutions
+  caffe2py fork_net.prototxt --stub-unknown > model.py             # a stub class for each unknown layer type
+  caffe2py deploy.prototxt -v > model.py                           # the layer-by-layer plan on stderr
   caffe2py verify --help                                           # compare a translation with a Caffe runtime
   caffe2py --list-layers
 
