@@ -13,14 +13,17 @@ from keras import layers, ops
 
 INPUT_SHAPE = (67, 67, 3)  # Caffe 1x3x67x67
 
+# The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
+NHWC = (0, 2, 3, 1)
+
 # Caffe blob: (Keras layer, Caffe axis of each Keras axis; None where Keras flattened H,W,C).
 BLOBS = {
-    "data": ("data", (0, 2, 3, 1)),
-    "conv1": ("relu1", (0, 2, 3, 1)),
-    "norm1": ("norm1", (0, 2, 3, 1)),
-    "pool1": ("pool1", (0, 2, 3, 1)),
-    "conv2": ("relu2", (0, 2, 3, 1)),
-    "pool2": ("pool2", (0, 2, 3, 1)),
+    "data": ("data", NHWC),
+    "conv1": ("relu1", NHWC),
+    "norm1": ("norm1", NHWC),
+    "pool1": ("pool1", NHWC),
+    "conv2": ("relu2", NHWC),
+    "pool2": ("pool2", NHWC),
     "fc6": ("drop6", (0, 1)),
     "fc7": ("fc7", (0, 1)),
     "prob": ("prob", (0, 1)),
@@ -75,29 +78,29 @@ class LRN(layers.Layer):
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of alexnet_style.
 
-    input_shape: (height, width, channels) of the input; None for a free size.
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
-    conv1 = layers.Conv2D(32, 7, strides=2, name="conv1")(data)
-    conv1 = layers.ReLU(name="relu1")(conv1)
-    norm1 = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(conv1)
-    pool1 = layers.MaxPooling2D(3, strides=2, name="pool1")(norm1)
-    conv2 = layers.ZeroPadding2D(1, name="conv2_pad")(pool1)
+    x = layers.Conv2D(32, 7, strides=2, name="conv1")(data)
+    x = layers.ReLU(name="relu1")(x)
+    x = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(x)
+    pool1 = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     # conv2: group 2 -> one Conv2D per channel group, then Concatenate
-    conv2_g0 = layers.Lambda(lambda t: t[..., 0:16], name="conv2_split0")(conv2)
-    conv2_g0 = layers.Conv2D(32, 3, name="conv2_g0")(conv2_g0)
-    conv2_g1 = layers.Lambda(lambda t: t[..., 16:32], name="conv2_split1")(conv2)
-    conv2_g1 = layers.Conv2D(32, 3, name="conv2_g1")(conv2_g1)
-    conv2 = layers.Concatenate(name="conv2")([conv2_g0, conv2_g1])
-    conv2 = layers.ReLU(name="relu2")(conv2)
-    pool2 = layers.MaxPooling2D(3, strides=2, name="pool2")(conv2)
-    fc6 = layers.Flatten(name="fc6_flatten")(pool2)
-    fc6 = layers.Dense(128, name="fc6")(fc6)
-    fc6 = layers.ReLU(name="relu6")(fc6)
-    fc6 = layers.Dropout(0.5, name="drop6")(fc6)
-    fc7 = layers.Dense(10, name="fc7")(fc6)
-    prob = layers.Softmax(name="prob")(fc7)
+    x = layers.Lambda(lambda t: t[..., 0:16], name="conv2_split0")(pool1)
+    conv2_g0 = layers.Conv2D(32, 3, padding="same", name="conv2_g0")(x)
+    x = layers.Lambda(lambda t: t[..., 16:32], name="conv2_split1")(pool1)
+    conv2_g1 = layers.Conv2D(32, 3, padding="same", name="conv2_g1")(x)
+    x = layers.Concatenate(name="conv2")([conv2_g0, conv2_g1])
+    x = layers.ReLU(name="relu2")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    x = layers.Flatten(name="fc6_flatten")(x)
+    x = layers.Dense(128, name="fc6")(x)
+    x = layers.ReLU(name="relu6")(x)
+    x = layers.Dropout(0.5, name="drop6")(x)
+    x = layers.Dense(10, name="fc7")(x)
+    prob = layers.Softmax(name="prob")(x)
     model = keras.Model(data, prob, name="alexnet_style")
     if outputs is None:
         return model

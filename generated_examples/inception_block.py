@@ -13,18 +13,21 @@ from keras import layers, ops
 
 INPUT_SHAPE = (28, 28, 192)  # Caffe 1x192x28x28
 
+# The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
+NHWC = (0, 2, 3, 1)
+
 # Caffe blob: (Keras layer, Caffe axis of each Keras axis; None where Keras flattened H,W,C).
 BLOBS = {
-    "data": ("data", (0, 2, 3, 1)),
-    "inception_3a/1x1": ("inception_3a_relu_1x1", (0, 2, 3, 1)),
-    "inception_3a/3x3_reduce": ("inception_3a_relu_3x3_reduce", (0, 2, 3, 1)),
-    "inception_3a/3x3": ("inception_3a_relu_3x3", (0, 2, 3, 1)),
-    "inception_3a/5x5_reduce": ("inception_3a_relu_5x5_reduce", (0, 2, 3, 1)),
-    "inception_3a/5x5": ("inception_3a_relu_5x5", (0, 2, 3, 1)),
-    "inception_3a/pool": ("inception_3a_pool", (0, 2, 3, 1)),
-    "inception_3a/pool_proj": ("inception_3a_relu_pool_proj", (0, 2, 3, 1)),
-    "inception_3a/output": ("inception_3a_output", (0, 2, 3, 1)),
-    "pool_ceil": ("pool_ceil", (0, 2, 3, 1)),
+    "data": ("data", NHWC),
+    "inception_3a/1x1": ("inception_3a_relu_1x1", NHWC),
+    "inception_3a/3x3_reduce": ("inception_3a_relu_3x3_reduce", NHWC),
+    "inception_3a/3x3": ("inception_3a_relu_3x3", NHWC),
+    "inception_3a/5x5_reduce": ("inception_3a_relu_5x5_reduce", NHWC),
+    "inception_3a/5x5": ("inception_3a_relu_5x5", NHWC),
+    "inception_3a/pool": ("inception_3a_pool", NHWC),
+    "inception_3a/pool_proj": ("inception_3a_relu_pool_proj", NHWC),
+    "inception_3a/output": ("inception_3a_output", NHWC),
+    "pool_ceil": ("pool_ceil", NHWC),
 }
 
 
@@ -104,59 +107,44 @@ class CaffePooling2D(layers.Layer):
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of inception_block.
 
-    input_shape: (height, width, channels) of the input; None for a free size.
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
     # Caffe layer 'inception_3a/1x1'
-    inception_3a_1x1 = layers.Conv2D(64, 1, name="inception_3a_1x1")(data)
+    x = layers.Conv2D(64, 1, name="inception_3a_1x1")(data)
     # Caffe layer 'inception_3a/relu_1x1'
-    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(inception_3a_1x1)
+    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(x)
     # Caffe layer 'inception_3a/3x3_reduce'
-    inception_3a_3x3_reduce = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(data)
+    x = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(data)
     # Caffe layer 'inception_3a/relu_3x3_reduce'
-    inception_3a_3x3_reduce = layers.ReLU(name="inception_3a_relu_3x3_reduce")(
-        inception_3a_3x3_reduce
-    )
-    inception_3a_3x3 = layers.ZeroPadding2D(1, name="inception_3a_3x3_pad")(
-        inception_3a_3x3_reduce
-    )
+    x = layers.ReLU(name="inception_3a_relu_3x3_reduce")(x)
     # Caffe layer 'inception_3a/3x3'
-    inception_3a_3x3 = layers.Conv2D(128, 3, name="inception_3a_3x3")(inception_3a_3x3)
+    x = layers.Conv2D(128, 3, padding="same", name="inception_3a_3x3")(x)
     # Caffe layer 'inception_3a/relu_3x3'
-    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(inception_3a_3x3)
+    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(x)
     # Caffe layer 'inception_3a/5x5_reduce'
-    inception_3a_5x5_reduce = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(data)
+    x = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(data)
     # Caffe layer 'inception_3a/relu_5x5_reduce'
-    inception_3a_5x5_reduce = layers.ReLU(name="inception_3a_relu_5x5_reduce")(
-        inception_3a_5x5_reduce
-    )
-    inception_3a_5x5 = layers.ZeroPadding2D(2, name="inception_3a_5x5_pad")(
-        inception_3a_5x5_reduce
-    )
+    x = layers.ReLU(name="inception_3a_relu_5x5_reduce")(x)
     # Caffe layer 'inception_3a/5x5'
-    inception_3a_5x5 = layers.Conv2D(32, 5, name="inception_3a_5x5")(inception_3a_5x5)
+    x = layers.Conv2D(32, 5, padding="same", name="inception_3a_5x5")(x)
     # Caffe layer 'inception_3a/relu_5x5'
-    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(inception_3a_5x5)
+    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(x)
     # Caffe layer 'inception_3a/pool'
-    inception_3a_pool = layers.MaxPooling2D(
-        3, strides=1, padding="same", name="inception_3a_pool"
-    )(data)
+    x = layers.MaxPooling2D(3, strides=1, padding="same", name="inception_3a_pool")(
+        data
+    )
     # Caffe layer 'inception_3a/pool_proj'
-    inception_3a_pool_proj = layers.Conv2D(32, 1, name="inception_3a_pool_proj")(
-        inception_3a_pool
-    )
+    x = layers.Conv2D(32, 1, name="inception_3a_pool_proj")(x)
     # Caffe layer 'inception_3a/relu_pool_proj'
-    inception_3a_pool_proj = layers.ReLU(name="inception_3a_relu_pool_proj")(
-        inception_3a_pool_proj
-    )
+    inception_3a_pool_proj = layers.ReLU(name="inception_3a_relu_pool_proj")(x)
     # Caffe layer 'inception_3a/output'
-    inception_3a_output = layers.Concatenate(name="inception_3a_output")(
+    x = layers.Concatenate(name="inception_3a_output")(
         [inception_3a_1x1, inception_3a_3x3, inception_3a_5x5, inception_3a_pool_proj]
     )
-    pool_ceil = CaffePooling2D("avg", 3, strides=2, padding=1, name="pool_ceil")(
-        inception_3a_output
-    )
+    pool_ceil = CaffePooling2D("avg", 3, strides=2, padding=1, name="pool_ceil")(x)
     model = keras.Model(data, pool_ceil, name="inception_block")
     if outputs is None:
         return model

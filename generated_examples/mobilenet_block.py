@@ -13,40 +13,38 @@ from keras import layers
 
 INPUT_SHAPE = (56, 56, 32)  # Caffe 1x32x56x56
 
+# The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
+NHWC = (0, 2, 3, 1)
+
 # Caffe blob: (Keras layer, Caffe axis of each Keras axis; None where Keras flattened H,W,C).
 BLOBS = {
-    "data": ("data", (0, 2, 3, 1)),
-    "conv2_1/dw": ("relu2_1_dw", (0, 2, 3, 1)),
-    "conv2_1/sep": ("relu2_1_sep", (0, 2, 3, 1)),
+    "data": ("data", NHWC),
+    "conv2_1/dw": ("relu2_1_dw", NHWC),
+    "conv2_1/sep": ("relu2_1_sep", NHWC),
 }
 
 
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of mobilenet_block.
 
-    input_shape: (height, width, channels) of the input; None for a free size.
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
-    conv2_1_dw = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
+    x = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
     # Caffe layer 'conv2_1/dw'
-    conv2_1_dw = layers.DepthwiseConv2D(
-        3, strides=2, use_bias=False, name="conv2_1_dw"
-    )(conv2_1_dw)
+    x = layers.DepthwiseConv2D(3, strides=2, use_bias=False, name="conv2_1_dw")(x)
     # Caffe layer 'conv2_1/dw/bn' + Scale 'conv2_1/dw/scale' (fused: gamma and beta)
-    conv2_1_dw = layers.BatchNormalization(epsilon=0.001, name="conv2_1_dw_bn")(
-        conv2_1_dw
-    )
+    x = layers.BatchNormalization(epsilon=0.001, name="conv2_1_dw_bn")(x)
     # Caffe layer 'relu2_1/dw'
-    conv2_1_dw = layers.ReLU(name="relu2_1_dw")(conv2_1_dw)
+    x = layers.ReLU(name="relu2_1_dw")(x)
     # Caffe layer 'conv2_1/sep'
-    conv2_1_sep = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(conv2_1_dw)
+    x = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(x)
     # Caffe layer 'conv2_1/sep/bn' + Scale 'conv2_1/sep/scale' (fused: gamma and beta)
-    conv2_1_sep = layers.BatchNormalization(epsilon=0.001, name="conv2_1_sep_bn")(
-        conv2_1_sep
-    )
+    x = layers.BatchNormalization(epsilon=0.001, name="conv2_1_sep_bn")(x)
     # Caffe layer 'relu2_1/sep'
-    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(conv2_1_sep)
+    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(x)
     model = keras.Model(data, conv2_1_sep, name="mobilenet_block")
     if outputs is None:
         return model

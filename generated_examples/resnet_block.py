@@ -13,57 +13,44 @@ from keras import layers
 
 INPUT_SHAPE = (28, 28, 64)  # Caffe 1x64x28x28
 
+# The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
+NHWC = (0, 2, 3, 1)
+
 # Caffe blob: (Keras layer, Caffe axis of each Keras axis; None where Keras flattened H,W,C).
 BLOBS = {
-    "data": ("data", (0, 2, 3, 1)),
-    "res2a_branch1": ("bn2a_branch1", (0, 2, 3, 1)),
-    "res2a_branch2a": ("res2a_branch2a_relu", (0, 2, 3, 1)),
-    "res2a_branch2b": ("res2a_branch2b_relu", (0, 2, 3, 1)),
-    "res2a_branch2c": ("bn2a_branch2c", (0, 2, 3, 1)),
-    "res2a": ("res2a_relu", (0, 2, 3, 1)),
+    "data": ("data", NHWC),
+    "res2a_branch1": ("bn2a_branch1", NHWC),
+    "res2a_branch2a": ("res2a_branch2a_relu", NHWC),
+    "res2a_branch2b": ("res2a_branch2b_relu", NHWC),
+    "res2a_branch2c": ("bn2a_branch2c", NHWC),
+    "res2a": ("res2a_relu", NHWC),
 }
 
 
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of resnet_block.
 
-    input_shape: (height, width, channels) of the input; None for a free size.
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
-    res2a_branch1 = layers.Conv2D(
-        128, 1, strides=2, use_bias=False, name="res2a_branch1"
-    )(data)
+    x = layers.Conv2D(128, 1, strides=2, use_bias=False, name="res2a_branch1")(data)
     # + Scale 'scale2a_branch1' (fused: gamma and beta)
-    res2a_branch1 = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch1")(
-        res2a_branch1
-    )
-    res2a_branch2a = layers.Conv2D(
-        32, 1, strides=2, use_bias=False, name="res2a_branch2a"
-    )(data)
+    res2a_branch1 = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch1")(x)
+    x = layers.Conv2D(32, 1, strides=2, use_bias=False, name="res2a_branch2a")(data)
     # + Scale 'scale2a_branch2a' (fused: gamma and beta)
-    res2a_branch2a = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2a")(
-        res2a_branch2a
-    )
-    res2a_branch2a = layers.ReLU(name="res2a_branch2a_relu")(res2a_branch2a)
-    res2a_branch2b = layers.ZeroPadding2D(1, name="res2a_branch2b_pad")(res2a_branch2a)
-    res2a_branch2b = layers.Conv2D(32, 3, use_bias=False, name="res2a_branch2b")(
-        res2a_branch2b
-    )
+    x = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2a")(x)
+    x = layers.ReLU(name="res2a_branch2a_relu")(x)
+    x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="res2a_branch2b")(x)
     # + Scale 'scale2a_branch2b' (fused: gamma and beta)
-    res2a_branch2b = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2b")(
-        res2a_branch2b
-    )
-    res2a_branch2b = layers.ReLU(name="res2a_branch2b_relu")(res2a_branch2b)
-    res2a_branch2c = layers.Conv2D(128, 1, use_bias=False, name="res2a_branch2c")(
-        res2a_branch2b
-    )
+    x = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2b")(x)
+    x = layers.ReLU(name="res2a_branch2b_relu")(x)
+    x = layers.Conv2D(128, 1, use_bias=False, name="res2a_branch2c")(x)
     # + Scale 'scale2a_branch2c' (fused: gamma and beta)
-    res2a_branch2c = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2c")(
-        res2a_branch2c
-    )
-    res2a = layers.Add(name="res2a")([res2a_branch1, res2a_branch2c])
-    res2a = layers.ReLU(name="res2a_relu")(res2a)
+    res2a_branch2c = layers.BatchNormalization(epsilon=1e-05, name="bn2a_branch2c")(x)
+    x = layers.Add(name="res2a")([res2a_branch1, res2a_branch2c])
+    res2a = layers.ReLU(name="res2a_relu")(x)
     model = keras.Model(data, res2a, name="resnet_block")
     if outputs is None:
         return model

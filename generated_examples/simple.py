@@ -13,13 +13,16 @@ from keras import layers, ops
 
 INPUT_SHAPE = (1280, 1280, 3)  # Caffe 1x3x1280x1280
 
+# The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
+NHWC = (0, 2, 3, 1)
+
 # Caffe blob: (Keras layer, Caffe axis of each Keras axis; None where Keras flattened H,W,C).
 BLOBS = {
-    "im_data": ("im_data", (0, 2, 3, 1)),
-    "conv1": ("relu1", (0, 2, 3, 1)),
-    "pool1": ("pool1", (0, 2, 3, 1)),
-    "norm1": ("norm1", (0, 2, 3, 1)),
-    "conv2": ("relu2", (0, 2, 3, 1)),
+    "im_data": ("im_data", NHWC),
+    "conv1": ("relu1", NHWC),
+    "pool1": ("pool1", NHWC),
+    "norm1": ("norm1", NHWC),
+    "conv2": ("relu2", NHWC),
 }
 
 
@@ -71,23 +74,23 @@ class LRN(layers.Layer):
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of simple.
 
-    input_shape: (height, width, channels) of the input; None for a free size.
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     im_data = keras.Input(shape=input_shape, name="im_data")
-    conv1 = layers.ZeroPadding2D(5, name="conv1_pad")(im_data)
-    conv1 = layers.Conv2D(96, 11, strides=4, name="conv1")(conv1)
-    conv1 = layers.ReLU(name="relu1")(conv1)
-    pool1 = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(conv1)
-    norm1 = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(pool1)
-    conv2 = layers.ZeroPadding2D(2, name="conv2_pad")(norm1)
+    x = layers.ZeroPadding2D(5, name="conv1_pad")(im_data)
+    x = layers.Conv2D(96, 11, strides=4, name="conv1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    norm1 = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(x)
     # conv2: group 2 -> one Conv2D per channel group, then Concatenate
-    conv2_g0 = layers.Lambda(lambda t: t[..., 0:48], name="conv2_split0")(conv2)
-    conv2_g0 = layers.Conv2D(128, 5, name="conv2_g0")(conv2_g0)
-    conv2_g1 = layers.Lambda(lambda t: t[..., 48:96], name="conv2_split1")(conv2)
-    conv2_g1 = layers.Conv2D(128, 5, name="conv2_g1")(conv2_g1)
-    conv2 = layers.Concatenate(name="conv2")([conv2_g0, conv2_g1])
-    conv2 = layers.ReLU(name="relu2")(conv2)
+    x = layers.Lambda(lambda t: t[..., 0:48], name="conv2_split0")(norm1)
+    conv2_g0 = layers.Conv2D(128, 5, padding="same", name="conv2_g0")(x)
+    x = layers.Lambda(lambda t: t[..., 48:96], name="conv2_split1")(norm1)
+    conv2_g1 = layers.Conv2D(128, 5, padding="same", name="conv2_g1")(x)
+    x = layers.Concatenate(name="conv2")([conv2_g0, conv2_g1])
+    conv2 = layers.ReLU(name="relu2")(x)
     model = keras.Model(im_data, conv2, name="simple")
     if outputs is None:
         return model

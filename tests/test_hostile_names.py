@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import keyword
 import os
 import tempfile
@@ -447,10 +448,27 @@ def _text_key(node: ast.stmt, lines: list[bytes]) -> tuple[int, int, bytes] | No
     return node.col_offset, node.end_col_offset, b"\n".join(text)
 
 
+class _Inline(ast.NodeTransformer):
+    """Names of earlier module constants (BLOBS names NHWC) replaced by their values, for literal_eval."""
+
+    def __init__(self, constants: dict[str, object]) -> None:
+        self.constants = constants
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(self.constants[node.id]) if node.id in self.constants else node
+
+
 def _assigned(trees: list[ast.Module], name: str):
+    constants: dict[str, object] = {}
     for node in (node for tree in trees for node in tree.body):
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name:
-            return ast.literal_eval(node.value)
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            value = _Inline(constants).visit(copy.deepcopy(node.value))
+            if node.targets[0].id == name:
+                return ast.literal_eval(value)
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(value)
+            except ValueError:
+                pass
     return None
 
 

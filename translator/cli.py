@@ -165,7 +165,7 @@ def run(argv: list[str] | None = None) -> int:
         raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
     translation = _translate(args, prototxt)
     npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
-    source = render(translation, npz_name).encode("utf-8")
+    source = render(translation, npz_name, workers=_workers()).encode("utf-8")
     pending: list[tuple[Path, Path]] = []
     try:
         if args.weights:
@@ -187,6 +187,15 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _workers() -> int:
+    """Black runs in two processes where this one may use two CPUs (black is most of a translation)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(2, cpus)
+
+
 def _sync(args: argparse.Namespace) -> int:
     """--write/--check: the contract of a pre-commit fixer (1 when anything changed, 2 on any error)."""
     from translator.render import render
@@ -205,7 +214,7 @@ def _sync(args: argparse.Namespace) -> int:
     for source, module in jobs:
         try:
             # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
-            new = render(_translate(args, source), module.with_suffix(".npz").name).encode("utf-8")
+            new = render(_translate(args, source), module.with_suffix(".npz").name, workers=_workers()).encode("utf-8")
             old = module.read_bytes() if module.exists() else None
             if new == old:
                 continue

@@ -172,9 +172,14 @@ class Names:
         return name
 
 
+# The variable of a value that only the next statement reads (``x = layers.ReLU()(x)``).
+CHAIN = "x"
+# The module's name for the layout of a channels-last 4-D blob, the most common entry of BLOBS.
+NHWC = "NHWC"
+
 # Names the generated module defines or imports at top level, plus builtins it relies on.
 MODULE_NAMES = frozenset(
-    {"keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
+    {CHAIN, NHWC, "keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
      "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS",
      "_layers_with_weights", "_pair", "int", "float", "tuple", "list", "dict", "len", "range", "print",
      "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 from importlib import resources
@@ -11,10 +12,12 @@ from typing import Any
 import jinja2
 
 from translator import __version__
-from translator.ir import Statement, Translation
+from translator.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
+from translator.ir import Statement, Translation, channels_last
 from translator.preprocess import present as preprocess_fields
-from translator.pysource import KERAS_NAME_BAD, Names, Source, comment, docstring_text, literal, string
+from translator.pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
 
+NHWC_AXES = channels_last(4)
 _CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
 
 
@@ -60,13 +63,55 @@ def _statement(s: Statement) -> Source:
     inputs = ", ".join(s.inputs)
     if s.as_list:
         inputs = f"[{inputs}]"
-    return Source(f"{s.target} = {s.callee}({', '.join(args)})({inputs})")
+    return wrap_call(f"{s.target} = {s.callee}(", args, f"({inputs})")
+
+
+def chained(statements: list[Statement | str], kept: set[str]) -> list[Statement | str]:
+    """The statements with ``x`` for every value that only the next statement reads, as Keras code is written.
+
+    A value keeps its blob's variable when a later statement or the model (``kept``) reads it, and
+    when the next statement joins it with other values (the branches of an Add stay named alike).
+    """
+    calls = [(i, s) for i, s in enumerate(statements) if isinstance(s, Statement)]
+    readers: list[set[int]] = [set() for _ in calls]
+    live: dict[str, int] = {}
+    for k, (_, s) in enumerate(calls):
+        for var in s.inputs:
+            if var in live:
+                readers[live[var]].add(k)
+        live[s.target] = k
+    external = {live[var] for var in kept if var in live}
+    to_x = [
+        r == {k + 1} and k not in external and set(calls[k + 1][1].inputs) == {s.target}
+        for k, ((_, s), r) in enumerate(zip(calls, readers))
+    ]
+    out = list(statements)
+    for k, (i, s) in enumerate(calls):
+        previous = calls[k - 1][1].target if k and to_x[k - 1] else None
+        inputs = tuple(CHAIN if var == previous else var for var in s.inputs)
+        out[i] = dataclasses.replace(s, target=CHAIN if to_x[k] else s.target, inputs=inputs)
+    return out
+
+
+def _shape_doc(t: Translation) -> str:
+    single = len(t.inputs) == 1
+    what = "input_shape: (height, width, channels) of the input" if single else (
+        "input_shapes: {input blob: (height, width, channels)}"
+    )
+    if any(d is None for i in t.inputs for d in i.shape[2:]):
+        return f"{what}; height and width may be None (any size)."
+    # Caffe sizes pooling windows, crops and flattened lengths from the input: the layers are Caffe's at this size.
+    constant = "INPUT_SHAPE" if single else "INPUT_SHAPES"
+    return (
+        f"{what}. The layers compute what Caffe\n"
+        f"    computes at {constant}; for another size, translate with --input-shape (or --fully-conv)."
+    )
 
 
 def present(t: Translation, npz_name: str) -> dict[str, Any]:
     """Every field the module template prints, already valid Python source."""
     body = []
-    for s in t.statements:
+    for s in chained(t.statements, {o.var for o in t.outputs}):
         # A comment goes on its own line above its statement, so black need not wrap the call.
         note = s if isinstance(s, str) else s.comment
         if note:
@@ -84,17 +129,20 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         }
         for i in t.inputs
     ]
+    axes = [None if tensor.flat_of is not None else tensor.layout for tensor in t.blobs.values()]
     blobs = [
-        {
-            "name": string(name),
-            "layer": string(tensor.producer),
-            "axes": literal(None if tensor.flat_of is not None else tensor.layout),
-        }
-        for name, tensor in t.blobs.items()
+        {"name": string(name), "layer": string(tensor.producer), "axes": Source(NHWC) if a == NHWC_AXES else literal(a)}
+        for (name, tensor), a in zip(t.blobs.items(), axes)
     ]
     outputs = [o.var for o in t.outputs]
     single = len(t.inputs) == 1
-    model_name = Names(pattern=KERAS_NAME_BAD, prefix="net").clean(t.net_name)
+    model_name = string(Names(pattern=KERAS_NAME_BAD, prefix="net").clean(t.net_name))
+    model_args = [
+        t.inputs[0].var if single else f"[{', '.join(i.var for i in t.inputs)}]",
+        outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]",
+        f"name={model_name}",
+    ]
+    body.append(wrap_call("model = keras.Model(", model_args, ""))
     return {
         "net_name": docstring_text(t.net_name),
         "source_name": docstring_text(t.source_name),
@@ -104,6 +152,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "single_input": single,
         "inputs": inputs,
         "blobs": blobs,
+        "nhwc": literal(NHWC_AXES) if NHWC_AXES in axes else None,
         "helpers": t.helpers,
         "stubs": [
             {
@@ -116,22 +165,28 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
             for name, kind, params in t.stubs
         ],
         "shape_param": Source("input_shape=INPUT_SHAPE" if single else "input_shapes=INPUT_SHAPES"),
-        "shape_doc": Source(
-            "input_shape: (height, width, channels) of the input; None for a free size."
-            if single
-            else "input_shapes: {input blob: (height, width, channels)}; None for a free size."
-        ),
+        "shape_doc": Source(_shape_doc(t)),
         "body": body,
-        "model_inputs": Source(t.inputs[0].var if single else f"[{', '.join(i.var for i in t.inputs)}]"),
-        "model_outputs": Source(outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]"),
-        "model_name": string(model_name),
+        "model_name": model_name,
         "preprocess": preprocess_fields(t.preprocess),
     }
 
 
-def render(t: Translation, npz_name: str = "weights.npz") -> str:
-    """The formatted module text for ``t``."""
+def black_mode(black):
+    """The black settings every generated module is formatted with."""
+    return black.Mode(target_versions={black.TargetVersion.PY310}, line_length=LINE_LENGTH)
+
+
+def unformatted(t: Translation, npz_name: str, black, mode) -> str:
+    """The rendered module before black: statements of build_model() pre-wrapped, each after a STATEMENT line."""
+    fields = present(t, npz_name)
+    fields["body"] = [Source(STATEMENT.lstrip() + "    " + line) for line in prewrap(fields["body"], black, mode)]
+    return _environment().get_template("module.py.jinja").render(**fields)
+
+
+def render(t: Translation, npz_name: str = "weights.npz", workers: int = 1) -> str:
+    """The formatted module text for ``t``; ``workers=2`` formats it in two processes (see format_module)."""
     import black
 
-    text = _environment().get_template("module.py.jinja").render(**present(t, npz_name))
-    return black.format_str(text, mode=black.Mode(target_versions={black.TargetVersion.PY310}))
+    mode = black_mode(black)
+    return format_module(unformatted(t, npz_name, black, mode), black, mode, workers)

@@ -51,13 +51,16 @@ def convolution(ctx) -> None:
         raise ctx.error(f"kernel {kernel} (dilation {dilation}) is larger than the padded input {height}x{width}")
     ctx.expect_blobs((filters, channels // groups, *kernel), *([(filters,)] if p.bias_term else []))
 
-    # Caffe pads symmetrically; Keras' "same" does not, so the padding is its own layer.
+    # Caffe pads symmetrically; Keras' "same" does so only at stride 1, where it pads d*(k-1)/2 on
+    # each side whatever the input size. Any other padding is its own layer before a valid conv.
     src = x
-    if pad != (0, 0):
+    kwargs = {}
+    if pad != (0, 0) and stride == (1, 1) and all(2 * p == d * (k - 1) for p, k, d in zip(pad, kernel, dilation)):
+        kwargs["padding"] = "same"
+    elif pad != (0, 0):
         src, _ = ctx.call("layers.ZeroPadding2D", compact(pad), inputs=x, name=ctx.derived_name("pad"))
     # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
     subsample = stride if max(dilation) > 1 and max(stride) > 1 else None
-    kwargs = {}
     if stride != (1, 1) and subsample is None:
         kwargs["strides"] = compact(stride)
     if dilation != (1, 1):

@@ -1,0 +1,96 @@
+"""Black formatting of a generated module: lines pre-wrapped as black wraps them, halves formatted in parallel."""
+
+from __future__ import annotations
+
+import os
+
+from translator.pysource import Source
+
+LINE_LENGTH = 88  # black's default, which the generated modules keep
+# Stands before each statement of build_model() in the rendered text, so that the module can be cut
+# between two statements; no generated line can start with it (strings and comments are escaped).
+STATEMENT = "    # caffe2py: statement\n"
+# Below this many characters a second process costs more than it saves.
+PARALLEL_MIN = 20_000
+
+
+def wrap_call(head: str, args: list[str], call: str) -> Source:
+    """``head args) call`` as a line of build_model(), wrapped the way black wraps such a line.
+
+    Black formats a module twice unless its first pass changes nothing, so the common splits are
+    made here; any other long line is left to black (see ``prewrap``).
+    """
+    joined = ", ".join(args)
+    line = f"{head}{joined}){call}"
+    if len(line) + 4 <= LINE_LENGTH:
+        return Source(line)
+    inner = call[1:-1]
+    opened = line[: -len(inner) - 1]  # up to the bracket of ``call``
+    if inner and len(opened) + 4 <= LINE_LENGTH:
+        if len(inner) + 8 <= LINE_LENGTH:
+            return Source(f"{opened}\n        {inner}\n    )")
+        items = inner[1:-1].split(", ") if inner[0] == "[" else []
+        if items and all(len(item) + 13 <= LINE_LENGTH for item in items):
+            listed = "".join(f"            {item},\n" for item in items)
+            return Source(f"{opened}\n        [\n{listed}        ]\n    )")
+    if len(head) + 4 > LINE_LENGTH or len(call) + 5 > LINE_LENGTH:
+        return Source(line)
+    if len(joined) + 8 <= LINE_LENGTH:
+        return Source(f"{head}\n        {joined}\n    ){call}")
+    if all(len(a) + 9 <= LINE_LENGTH for a in args):
+        return Source(head + "".join(f"\n        {a}," for a in args) + f"\n    ){call}")
+    return Source(line)
+
+
+def prewrap(body: list[Source], black, mode) -> list[Source]:
+    """``body`` (lines of build_model()) with each line still too long wrapped by black, in one small call."""
+    long = [i for i, line in enumerate(body) if len(line) + 4 > LINE_LENGTH and "\n" not in line and line[0] != "#"]
+    if not long:
+        return body
+    text = black.format_str("def f():\n" + "".join(f"{STATEMENT}    {body[i]}\n" for i in long), mode=mode)
+    out = list(body)
+    for i, piece in zip(long, text.split(STATEMENT)[1:]):
+        out[i] = Source(piece[4:].rstrip("\n"))
+    return out
+
+
+def format_module(text: str, black, mode, workers: int = 1) -> str:
+    """Black's formatting of ``text``, whose build_model() statements each follow a STATEMENT line.
+
+    With two workers the module is cut between two statements near its middle and the halves are
+    formatted at once, the second in a forked process; black formats each statement on its own,
+    so the joined halves are byte for byte what one call gives (the corpus test checks it).
+    """
+    parts = text.split(STATEMENT)
+    if workers < 2 or len(parts) < 3 or len(text) < PARALLEL_MIN or not hasattr(os, "fork"):
+        return black.format_str("".join(parts), mode=mode)
+    # Black's time goes with the text's length, though the constants before build_model() (BLOBS)
+    # cost it about half as much per character as the layer calls.
+    costs = [len(parts[0]) / 2] + [len(part) for part in parts[1:]]
+    half, size, cut = sum(costs) / 2, 0.0, 0
+    for cut, cost in enumerate(costs[:-1]):
+        size += cost
+        if size >= half:
+            break
+    first, second = "".join(parts[: cut + 1]), "def f():\n" + "".join(parts[cut + 1 :])
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child formats the second half and writes it to the pipe
+        os.close(read_end)
+        code = 1
+        try:
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(black.format_str(second, mode=mode).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        head = black.format_str(first, mode=mode)
+    finally:
+        with os.fdopen(read_end, "rb") as pipe:
+            tail = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = black.format_str(second, mode=mode)  # black's own error, raised here
+    return head + tail.split("\n", 1)[1]
