@@ -57,10 +57,16 @@ def _write_array(archive: zipfile.ZipFile, key: str, value: np.ndarray | Fortran
             np.lib.format.write_array_header_2_0(out, header)
             step = max(1, _CHUNK // max(1, math.prod(value.view.shape[1:])))
             for start in range(0, value.view.shape[0], step):
-                block = np.ascontiguousarray(value.view[start : start + step], dtype="<f4")
-                out.write(block.tobytes())
+                out.write(np.ascontiguousarray(value.view[start : start + step], dtype="<f4").data)
         else:
-            np.lib.format.write_array(out, np.asarray(value, dtype="<f4"), allow_pickle=False)
+            # What np.save writes, without its copy of every chunk into a bytes object: a contiguous
+            # array (a bias, a transposed InnerProduct kernel) goes from the mapped file straight out.
+            array = np.asarray(value, dtype="<f4")
+            if not (array.flags.c_contiguous or array.flags.f_contiguous):
+                array = np.ascontiguousarray(array)
+            header = np.lib.format.header_data_from_array_1_0(array)
+            np.lib.format.write_array_header_1_0(out, header)
+            out.write((array.T if header["fortran_order"] else array).data)
 
 
 def write_npz(
