@@ -19,7 +19,9 @@ def same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
 @layer("ReLU")
 def relu(ctx) -> None:
     slope = ctx.p.relu_param.negative_slope
-    if slope:
+    if slope < 0:  # Caffe computes max(x, 0) + slope * min(x, 0) for any slope; LeakyReLU refuses this one
+        same_shape(ctx, ctx.helper("CaffeReLU"), negative_slope=slope)
+    elif slope:
         same_shape(ctx, "layers.LeakyReLU", negative_slope=slope)
     else:
         same_shape(ctx, "layers.ReLU")
