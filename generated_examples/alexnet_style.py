@@ -61,6 +61,10 @@ class LRN(layers.Layer):
             for i in range(1, n):
                 total = total + padded[..., i : i + channels]
             scale = self.k + (self.alpha / n) * total
+        # AlexNet's and GoogLeNet's beta: two roots cost a third of a power.
+        if self.beta == 0.75:
+            inverse = ops.rsqrt(scale)
+            return x * inverse * ops.sqrt(inverse)
         return x * ops.power(scale, -self.beta)
 
     def get_config(self):

@@ -86,9 +86,9 @@ class CaffePooling2D(layers.Layer):
             caffe_pads = [[0, 0], [ph, ph], [pw, pw], [0, 0]]
             inside = ops.pad(ops.ones_like(x[..., :1]), caffe_pads, constant_values=1.0)
             inside = ops.pad(inside, [[0, 0], [0, eh], [0, ew], [0, 0]])
-            y = total / ops.average_pool(
-                inside, self.pool_size, self.strides, padding="valid"
-            )
+            counted = ops.average_pool(inside, self.pool_size, self.strides, "valid")
+            # A window wholly on the overhang sums nothing: Caffe's 0 (its divisor is <= 0 there).
+            y = ops.divide_no_nan(total, counted)
         shape = ops.shape(x)
         return y[:, : self._out(shape[1], 0), : self._out(shape[2], 1), :]
 

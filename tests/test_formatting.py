@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from translator.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
 from translator.pysource import Source
-from translator.render import black_mode, render
+from translator.render import black_mode
 
 MODE = black_mode(black)
 NAME = st.from_regex(r"[a-z][a-z0-9_]{0,40}", fullmatch=True).filter(lambda name: not keyword.iskeyword(name))
@@ -57,11 +57,10 @@ def test_split_formatting_joins_to_one_formatting():
     assert format_module(text, black, MODE, workers=2) == serial == black.format_str(text.replace(STATEMENT, ""), mode=MODE)
 
 
-def test_examples_format_the_same_in_two_processes():
-    from pathlib import Path
+def test_helper_templates_are_black_clean():
+    # A helper black would change makes black format every module using it twice.
+    from translator.render import templates_dir
 
-    from translator.convert import translate
-
-    for prototxt in sorted((Path(__file__).resolve().parents[1] / "generated_examples").glob("*.prototxt")):
-        translation = translate(prototxt)
-        assert render(translation, "n.npz", workers=2) == render(translation, "n.npz", workers=1)
+    for helper in sorted((templates_dir() / "helpers").glob("*.py.jinja")):
+        text = helper.read_text()
+        assert black.format_str(text, mode=MODE) == text, f"{helper.name} is not as black prints it"
