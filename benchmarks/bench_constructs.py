@@ -5,7 +5,8 @@ usage: python benchmarks/bench_constructs.py [--batch N] [--rounds N] [--nets NA
 Each net is translated by the CLI with the random weights of its ../shared/oracle case. Variants
 are made by rewriting the generated module's syntax tree (copies are written to --workdir, or a
 temporary directory, for reading), each one an exact equivalent of the baseline:
-  same          ZeroPadding2D(p) + stride-1 Conv2D/DepthwiseConv2D with kernel 2p+1 -> padding="same"
+  explicit-pad  Conv2D/DepthwiseConv2D(padding="same") -> ZeroPadding2D + a valid convolution, as the
+                generated code had it before it folded Caffe's padding into "same" where that is exact
   relu-in-conv  Conv2D/Dense followed by ReLU -> activation="relu" on the Conv2D/Dense
   bn-folded     Conv2D/DepthwiseConv2D followed by BatchNormalization -> BN folded into kernel and bias
   lrn-tf        the LRN helper (across channels) -> tf.nn.local_response_normalization in a Lambda
@@ -31,6 +32,8 @@ from pathlib import Path
 from bench_inference import generate, load_module, race
 from machine import CORPUS, describe, load, make_case, median
 
+CHAIN = "x"  # the generated code's variable for a value only the next statement reads
+
 
 @dataclass(frozen=True)
 class Net:
@@ -45,15 +48,15 @@ class Net:
 NETS = {
     "resnet50": Net(
         "ResNet-50", CORPUS / "resnet" / "ResNet-50-deploy.prototxt", "resnet50", "fc1000",
-        (("same",), ("bn-folded",), ("same", "bn-folded")), "ResNet50",
+        (("explicit-pad",), ("bn-folded",)), "ResNet50",
     ),
     "vgg16": Net(
         "VGG16", CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt", "vgg16", "fc8",
-        (("same",), ("relu-in-conv",), ("same", "relu-in-conv")), "VGG16",
+        (("explicit-pad",), ("relu-in-conv",)), "VGG16",
     ),
     "mobilenet_v1": Net(
         "MobileNet v1", CORPUS / "mobilenet_v1" / "mobilenet_deploy.prototxt", "mobilenet_v1", "fc7",
-        (("same",), ("bn-folded",), ("same", "bn-folded")), "MobileNet",
+        (("explicit-pad",), ("bn-folded",)), "MobileNet",
     ),
     "alexnet": Net(
         "AlexNet", CORPUS / "bvlc_alexnet" / "deploy.prototxt", "bvlc_alexnet", "fc8",
@@ -61,7 +64,7 @@ NETS = {
     ),
     "resnext50": Net(
         "ResNeXt-50 32x4d", CORPUS / "resnext" / "deploy_resnext50-32x4d.prototxt", "resnext50", "classifier",
-        (("native-groups",), ("pool-zero",), ("native-groups", "same", "pool-zero")),
+        (("native-groups",), ("pool-zero",), ("native-groups", "pool-zero"), ("explicit-pad",)),
     ),
 }
 
@@ -108,26 +111,27 @@ def _reads(call: Call, var: str) -> bool:
     return isinstance(call.inputs, ast.Name) and call.inputs.id == var
 
 
-def _same(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
-    out = list(body)
-    i = 0
-    while i + 1 < len(out):
-        pad, conv = _as_call(out[i]), _as_call(out[i + 1])
-        kernel = None
-        if pad and conv and pad.callee == "layers.ZeroPadding2D" and _reads(conv, pad.target) and conv.target == pad.target:
-            if conv.callee == "layers.Conv2D":
-                kernel = _int(conv.layer.args[1])
-            elif conv.callee == "layers.DepthwiseConv2D":
-                kernel = _int(conv.layer.args[0])
-        p = _int(pad.layer.args[0]) if pad and pad.layer.args else None
-        stride_one = conv is not None and conv.kwarg("strides") in (None, 1) and conv.kwarg("dilation_rate") in (None, 1)
-        if kernel is not None and p is not None and kernel == 2 * p + 1 and stride_one:
-            conv.stmt.value.args[0] = pad.inputs
-            conv.set_kwarg("padding", "same")
-            del out[i]
-            continue
-        i += 1
+def _explicit_pad(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
+    out = []
+    for stmt in body:
+        conv = _as_call(stmt)
+        if conv and conv.callee in ("layers.Conv2D", "layers.DepthwiseConv2D") and conv.kwarg("padding") == "same":
+            kernel = ast.literal_eval(conv.layer.args[1 if conv.callee == "layers.Conv2D" else 0])
+            dilation = conv.kwarg("dilation_rate") or 1
+            kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+            dh, dw = dilation if isinstance(dilation, tuple) else (dilation, dilation)
+            pad = ((kh - 1) * dh // 2, (kw - 1) * dw // 2)
+            conv.set_kwarg("padding", None)
+            name = conv.name + "_pad"
+            out.append(ast.parse(f"padded = layers.ZeroPadding2D({pad!r}, name={name!r})({ast.unparse(conv.inputs)})").body[0])
+            conv.stmt.value.args[0] = ast.Name("padded")
+        out.append(stmt)
     return out
+
+
+def _fusable(first: Call | None, second: Call | None) -> bool:
+    """``second`` reads ``first``'s value, which nothing else reads, so the two can become one layer."""
+    return bool(first and second and _reads(second, first.target) and first.target in (CHAIN, second.target))
 
 
 def _relu_in_conv(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
@@ -138,9 +142,10 @@ def _relu_in_conv(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
         if (
             conv and relu and conv.callee in ("layers.Conv2D", "layers.Dense")
             and relu.callee == "layers.ReLU" and [k.arg for k in relu.layer.keywords] == ["name"]
-            and _reads(relu, conv.target) and relu.target == conv.target and conv.kwarg("activation") is None
+            and _fusable(conv, relu) and conv.kwarg("activation") is None
         ):
             conv.set_kwarg("activation", "relu")
+            conv.stmt.targets = relu.stmt.targets
             del out[i + 1]
         i += 1
     return out
@@ -154,9 +159,10 @@ def _bn_folded(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
         if (
             conv and bn and conv.callee in ("layers.Conv2D", "layers.DepthwiseConv2D")
             and bn.callee == "layers.BatchNormalization" and bn.kwarg("axis") in (None, -1, 3)
-            and _reads(bn, conv.target) and bn.target == conv.target
+            and _fusable(conv, bn)
         ):
             conv.set_kwarg("use_bias", None)  # the folded BN brings a bias
+            conv.stmt.targets = bn.stmt.targets
             folded.append((conv.name, bn.name))
             del out[i + 1]
         i += 1
@@ -207,7 +213,7 @@ def _pool_zero(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
 
 
 REWRITES: dict[str, Callable[[list[ast.stmt], list], list[ast.stmt]]] = {
-    "same": _same,
+    "explicit-pad": _explicit_pad,
     "relu-in-conv": _relu_in_conv,
     "bn-folded": _bn_folded,
     "lrn-tf": _lrn_tf,

@@ -1,13 +1,15 @@
 """Translation time of every corpus prototxt as a whole `python -m translator` process, and where it goes.
 
-usage: python benchmarks/bench_translate.py [--repeat N] [--match TEXT] [--no-profile]
+usage: python benchmarks/bench_translate.py [--repeat N] [--match TEXT] [--no-profile] [--baseline DIR]
 
 For each ../shared/corpus/**/*.prototxt: the median wall time of `python -m translator NET > /dev/null`
 over N runs (a fresh interpreter each time, so imports are included), the lines printed, and whether
 TensorFlow or Keras was imported (one extra run under `python -X importtime`). Then the ResNet
 family with a linear fit of time against output lines, the time of each phase (measured inside one
 child, without a profiler) for ResNet-152 and the largest outputs, and a cProfile of ResNet-152
-summed by package.
+summed by package. With --baseline (a checkout of another revision, e.g. made with
+`git worktree add /tmp/before REV`), the ResNets and the largest outputs are also translated by
+that checkout, runs of the two interleaved.
 """
 
 from __future__ import annotations
@@ -80,16 +82,43 @@ def _measure(path: Path, repeat: int) -> dict:
     }
 
 
+def _against(baseline: Path, paths: list[Path], repeat: int) -> None:
+    """Whole-process times of this checkout and ``baseline`` on ``paths``, their runs interleaved."""
+    print(f"\nThis checkout against {baseline} ({_revision(baseline)}), {repeat} interleaved runs each:\n")
+    print("| prototxt | before: median s | best s | CPU s | now: median s | best s | CPU s | median speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for path in paths:
+        runs: dict[Path, list] = {baseline: [], ROOT: []}
+        for _ in range(repeat):
+            for root, measured in runs.items():
+                measured.append(run_measured(_command(path), root=root))
+        before, now = (
+            (median([r.wall for r in runs[root]]), min(r.wall for r in runs[root]), median([r.cpu for r in runs[root]]))
+            for root in (baseline, ROOT)
+        )
+        print(
+            f"| {_name(path)} | {before[0]:.3f} | {before[1]:.3f} | {before[2]:.3f} | {now[0]:.3f} | {now[1]:.3f} |"
+            f" {now[2]:.3f} | {before[0] / now[0]:.2f}x |",
+            flush=True,
+        )
+
+
+def _revision(root: Path) -> str:
+    out = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=root, capture_output=True, text=True, check=False)
+    return out.stdout.strip()[:72] or "not a git checkout"
+
+
 def _phases_child(path: Path) -> None:
     """Time each phase of one translation in a fresh interpreter; print them as JSON."""
     times = {}
     start = time.perf_counter()
     from translator.emit import Emitter, Options
+    from translator.formatting import STATEMENT, format_module
     from translator.normalize import build_graph
     from translator.parse import read_prototxt
-    from translator.render import _environment, present
+    from translator.render import black_mode, unformatted
 
-    times["imports (translator, protobuf, numpy, jinja2)"] = time.perf_counter() - start
+    times["imports (translator, protobuf, jinja2)"] = time.perf_counter() - start
     mark = time.perf_counter()
     import black
 
@@ -101,15 +130,15 @@ def _phases_child(path: Path) -> None:
         times[label] = time.perf_counter() - began
         return value
 
+    mode = black_mode(black)
     parsed = step("parse (protobuf text_format + upgrade)", lambda: read_prototxt(path))
     graph = step("normalize (graph)", lambda: build_graph(parsed))
     translation = step("emit (layer emitters)", lambda: Emitter(graph, Options(), path.name).run())
-    fields = step("present (pysource)", lambda: present(translation, "net.npz"))
-    text = step("jinja2 render", lambda: _environment().get_template("module.py.jinja").render(**fields))
-    mode = black.Mode(target_versions={black.TargetVersion.PY310})
-    out = step("black.format_str", lambda: black.format_str(text, mode=mode))
-    times["total in process"] = time.perf_counter() - start
-    print(json.dumps({"times": times, "lines": out.count("\n")}))
+    text = step("present + jinja2 render (+ black on lines left long)", lambda: unformatted(translation, "net.npz", black, mode))
+    out = step("black, one process", lambda: format_module(text, black, mode, workers=1))
+    times["total in process, black in one process"] = time.perf_counter() - start
+    step("black, two processes (as the CLI runs it)", lambda: format_module(text, black, mode, workers=2))
+    print(json.dumps({"times": times, "lines": out.count("\n"), "one pass": out == text.replace(STATEMENT, "")}))
 
 
 def _phases(path: Path, repeat: int) -> dict:
@@ -120,7 +149,7 @@ def _phases(path: Path, repeat: int) -> dict:
         out = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(out.splitlines()[-1]))
     times = {label: min(r["times"][label] for r in runs) for label in runs[0]["times"]}
-    return {"times": times, "lines": runs[0]["lines"]}
+    return {"times": times, "lines": runs[0]["lines"], "one pass": runs[0]["one pass"]}
 
 
 def _category(filename: str, function: str) -> str:
@@ -174,6 +203,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--match", default="", help="only prototxts whose path contains this")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="a checkout of another revision to compare with")
     parser.add_argument("--phases-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phases_child:
@@ -221,9 +251,11 @@ def main(argv: list[str]) -> int:
             )
         print(f"\nLinear fit of CPU time: {fixed:.3f} s fixed + {1000 * slope:.3f} ms per output line.")
 
+    largest = sorted(ok, key=lambda p: -ok[p]["lines"])[:3]
+    if args.baseline:
+        _against(args.baseline.resolve(), RESNETS + [p for p in largest if p not in RESNETS], args.repeat)
     if args.no_profile or not ok:
         return 0
-    largest = sorted(ok, key=lambda p: -ok[p]["lines"])[:3]
     targets = [RESNETS[-1]] + [p for p in largest if p != RESNETS[-1]]
     phases = {p: _phases(p, 3) for p in targets if p.is_file()}
     labels = list(next(iter(phases.values()))["times"])
@@ -232,6 +264,8 @@ def main(argv: list[str]) -> int:
     print("|---|" + "---:|" * len(phases))
     for label in labels:
         print(f"| {label} | " + " | ".join(f"{phases[p]['times'][label]:.3f}" for p in phases) + " |")
+    print("| black's first pass changed nothing (so it made one pass, not two) | "
+          + " | ".join("yes" if phases[p]["one pass"] else "no" for p in phases) + " |")
 
     total, categories, functions = _profile(RESNETS[-1])
     print(f"\ncProfile of one ResNet-152 translation ({total:.2f} s under the profiler), own time by package:\n")

@@ -45,14 +45,14 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def child_env() -> dict[str, str]:
-    """The environment for child runs: the checkout importable, TensorFlow's C++ logs quiet.
+def child_env(root: Path = ROOT) -> dict[str, str]:
+    """The environment for child runs: the checkout ``root`` importable, TensorFlow's C++ logs quiet.
 
     Bytecode is cached (as for an installed package) but outside the checkout, so that a
     PYTHONDONTWRITEBYTECODE in the environment does not add compile time to every run.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "caffe2py-bench-pycache")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,10 +69,10 @@ class Run:
     code: int
 
 
-def run_measured(argv: Sequence[str], *, stdout=subprocess.DEVNULL, cwd: Path = ROOT) -> Run:
-    """Run ``argv`` with its resource usage taken from wait4, so it is that child's alone."""
+def run_measured(argv: Sequence[str], *, stdout=subprocess.DEVNULL, root: Path = ROOT) -> Run:
+    """Run ``argv`` in checkout ``root``, its resource usage taken from wait4, so it is that child's alone."""
     start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=cwd, env=child_env())
+    child = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=root, env=child_env(root))
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
