@@ -430,11 +430,6 @@ def test_negative_relu_slope():
     check(net)  # every output as Caffe's, restated in NumPy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="translator/emit.py leaves a net output that Keras flattened (Flatten, then an element-wise "
-    "layer) in Keras' H,W,C element order instead of restoring Caffe's C,H,W",
-)
 def test_flattened_output_order(tmp_path):
     net = RandomNet(lambda lo, hi: lo, np.random.default_rng(0))
     net.shapes["data"] = (1, 2, 2, 3)

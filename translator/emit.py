@@ -17,6 +17,7 @@ from translator.ir import (
     Translation,
     WeightSpec,
     channels_last,
+    identity,
 )
 from translator.layers import REGISTRY
 from translator.layers.stub import stub
@@ -97,10 +98,23 @@ class Emitter:
                     raise ctx.error(f"emitter produced no value for top {i} ({top[0]!r})")
                 self.out.blobs[top[0]] = self.values[top]
             self.out.plan.append(ctx.plan_line())
+        self._outputs_in_caffe_order()
         self.out.outputs = [self.values[key] for key in self.graph.outputs]
         for blob in self.hidden:
             self.out.blobs.pop(blob, None)
         return self.out
+
+
+    def _outputs_in_caffe_order(self) -> None:
+        """Net outputs that Keras flattened H,W,C (a Flatten, then element-wise layers) in Caffe's C,H,W order."""
+        for key in self.graph.outputs:
+            tensor = self.values[key]
+            if tensor.flat_of is None:
+                continue
+            index = next(i for i, node in enumerate(self.graph.nodes) if key in node.tops)
+            ctx = LayerContext(self, self.graph.nodes[index], self.primary[index])
+            self.values[key] = ctx.in_layout(tensor, identity(tensor.rank))
+            self.out.blobs[key[0]] = self.values[key]
 
 
 def _unknown_error(graph: Graph, nodes: Sequence[Node]) -> TranslationError:
