@@ -211,10 +211,11 @@ def _sync(args: argparse.Namespace) -> int:
     if out_dir is not None and args.write:
         out_dir.mkdir(parents=True, exist_ok=True)
     changed = failed = False
+    workers = _workers()
     for source, module in jobs:
         try:
             # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
-            new = render(_translate(args, source), module.with_suffix(".npz").name, workers=_workers()).encode("utf-8")
+            new = render(_translate(args, source), module.with_suffix(".npz").name, workers=workers).encode("utf-8")
             old = module.read_bytes() if module.exists() else None
             if new == old:
                 continue

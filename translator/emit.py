@@ -104,7 +104,6 @@ class Emitter:
             self.out.blobs.pop(blob, None)
         return self.out
 
-
     def _outputs_in_caffe_order(self) -> None:
         """Net outputs that Keras flattened H,W,C (a Flatten, then element-wise layers) in Caffe's C,H,W order."""
         for key in self.graph.outputs:

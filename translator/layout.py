@@ -61,10 +61,10 @@ def dense_kernel(
 
 def batchnorm_stats(blobs: Sequence[np.ndarray], index: int) -> np.ndarray:
     """Caffe keeps mean*f and var*f with f in blob 2; divide it out (f == 0 means zero)."""
-    factor = float(blobs[2].reshape(-1)[0])
-    scale = 0.0 if factor == 0 else 1.0 / factor
     import numpy as np
 
+    factor = float(blobs[2].reshape(-1)[0])
+    scale = 0.0 if factor == 0 else 1.0 / factor
     return (blobs[index].reshape(-1) * np.float32(scale)).astype(np.float32)
 
 
