@@ -91,7 +91,7 @@ def _child(method: str, path: Path) -> None:
 
     if method == "reader":
         sys.path.insert(0, str(ROOT))
-        from translator.caffemodel import read_caffemodel
+        from caffe2py.caffemodel import read_caffemodel
     elif method == "protobuf":
         net_class = _net_parameter_class()
     baseline = _peak_rss_bytes()  # interpreter + imports, before any file data

@@ -48,7 +48,7 @@ NETS = {
 
 def generate(prototxt: Path, caffemodel: Path, module_path: Path, *flags: str) -> None:
     """Translate with the CLI, weights included (module_path and its .npz)."""
-    argv = [sys.executable, "-m", "translator", str(prototxt), "--weights", str(caffemodel), "-o", str(module_path)]
+    argv = [sys.executable, "-m", "caffe2py", str(prototxt), "--weights", str(caffemodel), "-o", str(module_path)]
     subprocess.run([*argv, *flags], check=True, cwd=ROOT, env=child_env())
 
 

@@ -1,8 +1,8 @@
-"""Translation time of every corpus prototxt as a whole `python -m translator` process, and where it goes.
+"""Translation time of every corpus prototxt as a whole `python -m caffe2py` process, and where it goes.
 
 usage: python benchmarks/bench_translate.py [--repeat N] [--match TEXT] [--no-profile] [--baseline DIR]
 
-For each ../shared/corpus/**/*.prototxt: the median wall time of `python -m translator NET > /dev/null`
+For each ../shared/corpus/**/*.prototxt: the median wall time of `python -m caffe2py NET > /dev/null`
 over N runs (a fresh interpreter each time, so imports are included), the lines printed, and whether
 TensorFlow or Keras was imported (one extra run under `python -X importtime`). Then the ResNet
 family with a linear fit of time against output lines, the time of each phase (measured inside one
@@ -43,9 +43,9 @@ def _versions() -> list[str]:
 def _counts(path: Path) -> tuple[int, int]:
     """(Caffe layers in the prototxt, Keras layer calls emitted), in this process."""
     sys.path.insert(0, str(ROOT))
-    from translator.convert import translate
-    from translator.ir import Statement
-    from translator.parse import read_prototxt
+    from caffe2py.convert import translate
+    from caffe2py.ir import Statement
+    from caffe2py.parse import read_prototxt
 
     caffe = len(read_prototxt(path).net.layer)
     keras = sum(isinstance(s, Statement) for s in translate(path).statements)
@@ -53,7 +53,7 @@ def _counts(path: Path) -> tuple[int, int]:
 
 
 def _command(path: Path, *flags: str) -> list[str]:
-    return [sys.executable, *flags, "-m", "translator", str(path)]
+    return [sys.executable, *flags, "-m", "caffe2py", str(path)]
 
 
 def _imported(path: Path) -> list[str]:
@@ -112,13 +112,13 @@ def _phases_child(path: Path) -> None:
     """Time each phase of one translation in a fresh interpreter; print them as JSON."""
     times = {}
     start = time.perf_counter()
-    from translator.emit import Emitter, Options
-    from translator.formatting import STATEMENT, format_module
-    from translator.normalize import build_graph
-    from translator.parse import read_prototxt
-    from translator.render import black_mode, unformatted
+    from caffe2py.emit import Emitter, Options
+    from caffe2py.formatting import STATEMENT, format_module
+    from caffe2py.normalize import build_graph
+    from caffe2py.parse import read_prototxt
+    from caffe2py.render import black_mode, unformatted
 
-    times["imports (translator, protobuf, jinja2)"] = time.perf_counter() - start
+    times["imports (caffe2py, protobuf, jinja2)"] = time.perf_counter() - start
     mark = time.perf_counter()
     import black
 
@@ -173,7 +173,7 @@ def _category(filename: str, function: str) -> str:
 def _profile(path: Path) -> tuple[float, list[tuple[str, float]], list[tuple[str, float]]]:
     """cProfile one CLI run in this process; (total, seconds per category, top functions by own time)."""
     sys.path.insert(0, str(ROOT))
-    from translator.cli import run
+    from caffe2py.cli import run
 
     profiler = cProfile.Profile()
     with open(os.devnull, "w") as sink, redirect_stdout(sink):  # the CLI writes to sys.stdout.buffer
@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
 
     print(describe(_versions()))
     print(
-        f"\n{args.repeat} runs of `python -m translator NET > /dev/null`, each a fresh interpreter: median and"
+        f"\n{args.repeat} runs of `python -m caffe2py NET > /dev/null`, each a fresh interpreter: median and"
         f" best wall time, median CPU time (user + system; less sensitive to other load). Load average at"
         f" start: {load()}.\n"
     )

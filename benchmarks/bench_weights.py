@@ -26,7 +26,7 @@ MB = 1e6
 
 
 def _methods(caffemodel: Path, out: Path) -> dict[str, list[str]]:
-    translate = [sys.executable, "-m", "translator", str(PROTOTXT)]
+    translate = [sys.executable, "-m", "caffe2py", str(PROTOTXT)]
     return {
         "`cp` (plain file copy)": ["cp", str(caffemodel), str(out / "copy.caffemodel")],
         "`caffe2py NET -o out.py` (no weights)": [*translate, "-o", str(out / "plain.py")],

@@ -54,11 +54,11 @@ def case_files(case: str, workdir: Path) -> tuple[dict, Path, dict[str, np.ndarr
 
 def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = None) -> Result:
     """Translate, convert, run and compare one oracle case."""
-    from translator.convert import translate
-    from translator.emit import Options
-    from translator.errors import TranslationError
-    from translator.render import render
-    from translator.weights import write_npz
+    from caffe2py.convert import translate
+    from caffe2py.emit import Options
+    from caffe2py.errors import TranslationError
+    from caffe2py.render import render
+    from caffe2py.weights import write_npz
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"case_{case}_") as tmp:

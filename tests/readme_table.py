@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from translator.layers import markdown_table
+from caffe2py.layers import markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"(<!-- layers:start -->\n).*?(<!-- layers:end -->)", re.DOTALL)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from translator import schema
+from caffe2py import schema
 
 _counter = itertools.count()
 
@@ -61,10 +61,10 @@ def keras_forward(
 
 
 def _keras_forward(work, prototxt, inputs, weights, outputs, **options) -> dict[str, np.ndarray]:
-    from translator.convert import translate
-    from translator.emit import Options
-    from translator.render import render
-    from translator.weights import write_npz
+    from caffe2py.convert import translate
+    from caffe2py.emit import Options
+    from caffe2py.render import render
+    from caffe2py.weights import write_npz
 
     (work / "net.prototxt").write_text(prototxt)
     shapes = {k: tuple(v.shape) for k, v in inputs.items()}

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caffe2py.convert import translate
+from caffe2py.emit import Options
+from caffe2py.render import render
+from caffe2py.weights import write_npz
 from tests.refnet import assert_close, caffemodel_bytes, load_module, opencv_forward, to_caffe
-from translator.convert import translate
-from translator.emit import Options
-from translator.render import render
-from translator.weights import write_npz
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 

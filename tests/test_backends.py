@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from translator.convert import translate_to_source
-from translator.emit import Options
+from caffe2py.convert import translate_to_source
+from caffe2py.emit import Options
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

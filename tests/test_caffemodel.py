@@ -1,4 +1,4 @@
-"""Tests for translator.caffemodel: hand-built wire bytes, and real caffemodels against protobuf."""
+"""Tests for caffe2py.caffemodel: hand-built wire bytes, and real caffemodels against protobuf."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from translator import caffemodel
-from translator.caffemodel import CaffeLayerBlobs, read_caffemodel
-from translator.errors import TranslationError
+from caffe2py import caffemodel
+from caffe2py.caffemodel import CaffeLayerBlobs, read_caffemodel
+from caffe2py.errors import TranslationError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 needs_shared = pytest.mark.skipif(

@@ -21,7 +21,7 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 
 
 def caffe2py(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "translator", *args], capture_output=True, text=True, cwd=cwd, check=False)
+    return subprocess.run([sys.executable, "-m", "caffe2py", *args], capture_output=True, text=True, cwd=cwd, check=False)
 
 
 def test_module_on_stdout(tmp_path):
@@ -87,7 +87,7 @@ def test_bad_weights_leave_nothing_behind(tmp_path):
 
 
 def test_list_layers_comes_from_the_registry():
-    from translator.layers import supported_types
+    from caffe2py.layers import supported_types
 
     run = caffe2py("--list-layers")
     assert run.stdout.split() == supported_types()
@@ -95,7 +95,7 @@ def test_list_layers_comes_from_the_registry():
 
 
 def test_mean_file_gives_preprocess(tmp_path):
-    from translator import schema
+    from caffe2py import schema
 
     mean = schema.BlobProto()
     mean.shape.dim.extend([1, 2, 5, 5])

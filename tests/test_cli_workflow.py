@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from translator import __version__, cli
+from caffe2py import __version__, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -237,18 +237,18 @@ def test_option_conflicts_are_usage_errors(tmp_path, monkeypatch, capsys, argv, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.prototxt", "b.prototxt"]
 
 
-def test_verify_is_routed_to_translator_verify(monkeypatch):
+def test_verify_is_routed_to_caffe2py_verify(monkeypatch):
     calls = []
-    fake = types.ModuleType("translator.verify")
+    fake = types.ModuleType("caffe2py.verify")
     fake.main = lambda argv: calls.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "translator.verify", fake)
+    monkeypatch.setitem(sys.modules, "caffe2py.verify", fake)
     assert cli.main(["verify", "net.prototxt", "--weights", "net.caffemodel"]) == 3
     assert calls == [["net.prototxt", "--weights", "net.caffemodel"]]
 
 
 def test_verify_missing_is_a_clear_error(monkeypatch, capsys):
     # None in sys.modules makes the import fail as it does when the file is absent.
-    monkeypatch.setitem(sys.modules, "translator.verify", None)
+    monkeypatch.setitem(sys.modules, "caffe2py.verify", None)
     assert cli.main(["verify", "net.prototxt"]) == 2
     assert capsys.readouterr().err == "caffe2py: error: 'caffe2py verify' is not part of this installation of caffe2py\n"
 
@@ -286,9 +286,9 @@ def test_output_does_not_depend_on_the_hash_seed():
     script = """
 import hashlib, sys
 import black
-from translator.convert import translate_to_source
-from translator.emit import Options
-from translator.errors import TranslationError
+from caffe2py.convert import translate_to_source
+from caffe2py.emit import Options
+from caffe2py.errors import TranslationError
 
 black.format_str = lambda text, mode: text
 for path in sys.argv[1:]:
@@ -346,7 +346,7 @@ def test_pre_commit_hook(tmp_path):
     command, *hook_args = shlex.split(hook["entry"])
     assert command == "caffe2py"
     # The hook as published, but run from this checkout rather than installed from a git tag.
-    local = {**hook, "language": "system", "entry": shlex.join([sys.executable, "-m", "translator", *hook_args])}
+    local = {**hook, "language": "system", "entry": shlex.join([sys.executable, "-m", "caffe2py", *hook_args])}
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))

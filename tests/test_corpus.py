@@ -47,9 +47,9 @@ NETS = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*.prototxt")) if
 
 @pytest.mark.parametrize("net", NETS)
 def test_corpus_net(net):
-    from translator.convert import translate
-    from translator.errors import TranslationError
-    from translator.render import render
+    from caffe2py.convert import translate
+    from caffe2py.errors import TranslationError
+    from caffe2py.render import render
 
     options = OPTIONS.get(net, {})
     if net in REFUSED:

@@ -8,9 +8,9 @@ import black
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from translator.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
-from translator.pysource import Source
-from translator.render import black_mode
+from caffe2py.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
+from caffe2py.pysource import Source
+from caffe2py.render import black_mode
 
 MODE = black_mode(black)
 NAME = st.from_regex(r"[a-z][a-z0-9_]{0,40}", fullmatch=True).filter(lambda name: not keyword.iskeyword(name))
@@ -59,7 +59,7 @@ def test_split_formatting_joins_to_one_formatting():
 
 def test_helper_templates_are_black_clean():
     # A helper black would change makes black format every module using it twice.
-    from translator.render import templates_dir
+    from caffe2py.render import templates_dir
 
     for helper in sorted((templates_dir() / "helpers").glob("*.py.jinja")):
         text = helper.read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from translator.convert import translate_to_source
+from caffe2py.convert import translate_to_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "generated_examples").glob("*.prototxt"))
@@ -55,7 +55,7 @@ def test_generated_module_imports_only_keras_and_numpy():
 def test_translation_imports_neither_tensorflow_nor_numpy():
     # numpy takes a fifth of a small translation's time to import, and only weights need it.
     code = (
-        "import sys; from translator.convert import translate_to_source; "
+        "import sys; from caffe2py.convert import translate_to_source; "
         f"[translate_to_source(p) for p in {[str(p) for p in EXAMPLES]!r}]; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'jax', 'torch', 'numpy')); "
         "print(bad); sys.exit(1 if bad else 0)"

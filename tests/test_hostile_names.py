@@ -17,13 +17,13 @@ from google.protobuf import text_format
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from caffe2py import pysource, render, schema
+from caffe2py.convert import translate
+from caffe2py.emit import Options
+from caffe2py.layers import REGISTRY
+from caffe2py.normalize import DATA_TYPES
+from caffe2py.parse import ParsedNet
 from tests.refnet import random_blobs
-from translator import pysource, render, schema
-from translator.convert import translate
-from translator.emit import Options
-from translator.layers import REGISTRY
-from translator.normalize import DATA_TYPES
-from translator.parse import ParsedNet
 
 # Names chosen to break naive escaping, identifiers, comments, docstrings and Jinja.
 NASTY = [
@@ -280,7 +280,7 @@ def module_of(case: Case) -> tuple[str, object]:
     the fixed cases below go through it, the 10,000 random ones start after it.
     """
     parsed = ParsedNet(net=net_message(case), path=str(_WORK / "net.prototxt"), data=b"", layer_lines=())
-    with mock.patch("translator.convert.read_prototxt", lambda *args: parsed):
+    with mock.patch("caffe2py.convert.read_prototxt", lambda *args: parsed):
         translation = translate(parsed.path, options=Options(stub_unknown=True))
     return raw_module(translation), translation
 
@@ -644,14 +644,14 @@ def _old_docstring_text(text: str) -> pysource.Source:
     "attribute,broken,name",
     [
         # Strings quoted without escaping: a blob name closes the quote and adds code.
-        ("translator.render.string", _naive_string, '"); import os; os.system("x"); ("'),
-        ("translator.render.string", _naive_string, '", "x": ("'),
+        ("caffe2py.render.string", _naive_string, '"); import os; os.system("x"); ("'),
+        ("caffe2py.render.string", _naive_string, '", "x": ("'),
         # Comments and docstrings not confined to one line or to their quotes.
-        ("translator.render.comment", pysource.Source, "x\nimport os"),
-        ("translator.render.docstring_text", pysource.Source, '"""\nimport os\n"""'),
-        ("translator.preprocess.docstring_text", _old_docstring_text, '"" + str(__import__("os").getpid()) + ""'),
+        ("caffe2py.render.comment", pysource.Source, "x\nimport os"),
+        ("caffe2py.render.docstring_text", pysource.Source, '"""\nimport os\n"""'),
+        ("caffe2py.preprocess.docstring_text", _old_docstring_text, '"" + str(__import__("os").getpid()) + ""'),
         # Identifiers that may shadow the module's own names.
-        ("translator.emit.MODULE_NAMES", frozenset(), "layers"),
+        ("caffe2py.emit.MODULE_NAMES", frozenset(), "layers"),
     ],
 )
 def test_the_check_detects_injection(monkeypatch, attribute, broken, name):
@@ -692,8 +692,8 @@ def _code(source: str) -> str:
 
 def _run(case: Case, work: Path) -> list[np.ndarray]:
     """Translate with black, build, load seeded weights and run; outputs in the module's order."""
+    from caffe2py.weights import write_npz
     from tests.refnet import caffemodel_bytes, load_module
-    from translator.weights import write_npz
 
     text = prototxt(case, stub=False)
     source, translation = module_text(text, black=True)

@@ -7,8 +7,8 @@ import zlib
 import numpy as np
 import pytest
 
+from caffe2py.errors import TranslationError
 from tests.refnet import assert_close, keras_forward, opencv_forward
-from translator.errors import TranslationError
 
 
 def _rng(*key: object) -> np.random.Generator:

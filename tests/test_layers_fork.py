@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caffe2py.convert import translate
 from tests.refnet import assert_close, keras_forward, opencv_forward
-from translator.convert import translate
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caffe2py.convert import translate
+from caffe2py.errors import TranslationError
 from tests.refnet import assert_close, caffemodel_bytes, keras_forward
-from translator.convert import translate
-from translator.errors import TranslationError
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 
@@ -415,7 +415,7 @@ ULTRAFACE = CORPUS / "ultraface_slim320"
 @pytest.mark.skipif(not (ULTRAFACE / "slim-320.caffemodel").is_file(), reason="needs the shared corpus")
 def test_ultraface_with_its_real_weights():
     # Permute + Reshape + Concat + Softmax(axis 2) heads, with the published weights.
-    from translator.caffemodel import read_caffemodel
+    from caffe2py.caffemodel import read_caffemodel
 
     proto = (ULTRAFACE / "slim-320.prototxt").read_text()
     weights = [(b.name, b.type, b.blobs) for b in read_caffemodel(ULTRAFACE / "slim-320.caffemodel").values()]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from translator.pysource import float_literal
+from caffe2py.pysource import float_literal
 
 
 def _numpy_float(value: float) -> str:

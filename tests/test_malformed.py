@@ -47,7 +47,7 @@ CASES = manifest()
 def caffe2py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
-        [sys.executable, "-m", "translator", *args], check=False, cwd=cwd, env=env, capture_output=True, timeout=120
+        [sys.executable, "-m", "caffe2py", *args], check=False, cwd=cwd, env=env, capture_output=True, timeout=120
     )
 
 
@@ -121,7 +121,7 @@ STANDARD = {"-h", "--help", "--version"}
 
 
 def _options_without_example() -> list[str]:
-    from translator.cli import EXAMPLES, parser
+    from caffe2py.cli import EXAMPLES, parser
 
     examples = [line.strip() for line in EXAMPLES.splitlines() if line.strip().startswith("caffe2py ")]
     missing = []
@@ -137,7 +137,7 @@ def _options_without_example() -> list[str]:
 
 
 def test_help_is_complete(tmp_path):
-    from translator.cli import parser
+    from caffe2py.cli import parser
 
     result = caffe2py(["--help"], tmp_path)
     assert result.returncode == 0 and result.stderr == b""

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from translator.convert import translate_to_source
-from translator.layers import supported_types
+from caffe2py.convert import translate_to_source
+from caffe2py.layers import supported_types
 
 ROOT = Path(__file__).resolve().parents[1]
 # Pip's words when it cannot reach the index, as opposed to a package that fails to install.
@@ -51,9 +51,9 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_the_package_templates_and_schema(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"translator/{p.relative_to(ROOT / 'translator').as_posix()}" for p in (ROOT / "translator").rglob("*.py")}
-    expected |= {f"translator/templates/{p.relative_to(ROOT / 'templates').as_posix()}" for p in (ROOT / "templates").rglob("*.jinja")}
-    expected |= {"translator/schema/caffe.proto", "translator/schema/caffe.desc"}
+    expected = {f"caffe2py/{p.relative_to(ROOT / 'translator').as_posix()}" for p in (ROOT / "translator").rglob("*.py")}
+    expected |= {f"caffe2py/templates/{p.relative_to(ROOT / 'templates').as_posix()}" for p in (ROOT / "templates").rglob("*.jinja")}
+    expected |= {"caffe2py/schema/caffe.proto", "caffe2py/schema/caffe.desc"}
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
 
     (dist_info,) = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")}
@@ -62,7 +62,7 @@ def test_wheel_holds_the_package_templates_and_schema(wheel):
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     requires = {re.split(r"[ ;<>=!\[]", r, maxsplit=1)[0].lower() for r in metadata.get_all("Requires-Dist")}
     assert {"jinja2", "protobuf", "numpy", "black"} <= requires
-    assert re.search(r"^caffe2py = translator\.cli:main$", entry_points, re.MULTILINE)
+    assert re.search(r"^caffe2py = caffe2py\.cli:main$", entry_points, re.MULTILINE)
 
 
 def test_installed_console_script_translates(wheel, tmp_path):
@@ -79,7 +79,7 @@ def test_installed_console_script_translates(wheel, tmp_path):
     net.parent.mkdir()
     net.write_text(NET)
     # Run away from the checkout, so only the installed package can be imported.
-    where = _run(python, "-c", "import translator.render as r; print(r.__file__); print(r.templates_dir())", cwd=net.parent)
+    where = _run(python, "-c", "import caffe2py.render as r; print(r.__file__); print(r.templates_dir())", cwd=net.parent)
     assert where.returncode == 0, where.stderr
     assert all(Path(line).is_relative_to(venv) for line in where.stdout.splitlines()), where.stdout
 

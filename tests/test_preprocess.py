@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caffe2py import schema
+from caffe2py.convert import translate
+from caffe2py.errors import TranslationError
+from caffe2py.preprocess import read_mean, write_mean
+from caffe2py.render import render
 from tests.refnet import load_module
-from translator import schema
-from translator.convert import translate
-from translator.errors import TranslationError
-from translator.preprocess import read_mean, write_mean
-from translator.render import render
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 ALEXNET = CORPUS / "bvlc_alexnet"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from caffe2py.convert import translate_to_source
 from tests.refnet import assert_close, caffemodel_bytes, keras_forward, load_module
-from translator.convert import translate_to_source
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from translator.ir import Statement
-from translator.render import chained
+from caffe2py.ir import Statement
+from caffe2py.render import chained
 
 
 def _call(target: str, *inputs: str) -> Statement:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from translator import schema
+from caffe2py import schema
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "corpus"
@@ -78,18 +78,18 @@ def test_defaults_follow_caffe() -> None:
 
 def test_descriptor_set_is_current() -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools is not installed")
-    from translator.schema import build
+    from caffe2py.schema import build
 
     assert (
         build.main(["--check"]) == 0
-    ), "caffe.desc is stale: run python -m translator.schema.build"
+    ), "caffe.desc is stale: run python -m caffe2py.schema.build"
 
 
 def test_stale_descriptor_set_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools is not installed")
     from google.protobuf import descriptor_pb2
 
-    from translator.schema import build
+    from caffe2py.schema import build
 
     stale = descriptor_pb2.FileDescriptorSet()
     stale.file.add(name="caffe.proto", package="caffe")
@@ -162,7 +162,7 @@ def test_exports_and_message_class() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, translator.schema as s; s.NetParameter(); "
+        "import sys, caffe2py.schema as s; s.NetParameter(); "
         "heavy = {'tensorflow', 'keras', 'numpy', 'jinja2', 'grpc_tools'} & set(sys.modules); "
         "sys.exit(sorted(heavy) or 0)"
     )

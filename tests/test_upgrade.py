@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from translator import schema
-from translator.errors import TranslationError
-from translator.upgrade import upgrade_net
+from caffe2py import schema
+from caffe2py.errors import TranslationError
+from caffe2py.upgrade import upgrade_net
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

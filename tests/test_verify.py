@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from translator import verify
-from translator.convert import translate
-from translator.weights import write_npz
+from caffe2py import verify
+from caffe2py.convert import translate
+from caffe2py.weights import write_npz
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 

@@ -1,7 +1,7 @@
-"""``python -m translator``: the caffe2py command line."""
+"""``python -m caffe2py``: the caffe2py command line."""
 
 import sys
 
-from translator.cli import main
+from .cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from translator.errors import TranslationError
+from .errors import TranslationError
 
 __all__ = ["CaffeLayerBlobs", "read_caffemodel"]
 

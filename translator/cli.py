@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from translator import __version__
-from translator.errors import TranslationError
+from . import __version__
+from .errors import TranslationError
 
 EXAMPLES = """examples:
   caffe2py deploy.prototxt > model.py
@@ -119,8 +119,8 @@ def _discard(pending: list[tuple[Path, Path]]) -> None:
 
 
 def _translate(args: argparse.Namespace, prototxt: str):
-    from translator.convert import translate
-    from translator.emit import Options
+    from .convert import translate
+    from .emit import Options
 
     options = Options(fully_conv=args.fully_conv, native_groups=args.native_groups, stub_unknown=args.stub_unknown)
     translation = translate(
@@ -141,7 +141,7 @@ def run(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.list_layers:
-        from translator.layers import supported_types
+        from .layers import supported_types
 
         print("\n".join(supported_types()))
         return 0
@@ -156,7 +156,7 @@ def run(argv: list[str] | None = None) -> int:
         p.error("several prototxts need --write or --check")
     if args.out_dir:
         p.error("--out-dir goes with --write or --check; use -o for a single module")
-    from translator.render import render
+    from .render import render
 
     prototxt = args.prototxt[0]
     output = Path(args.output) if args.output else None
@@ -169,7 +169,7 @@ def run(argv: list[str] | None = None) -> int:
     pending: list[tuple[Path, Path]] = []
     try:
         if args.weights:
-            from translator.weights import write_npz
+            from .weights import write_npz
 
             def fill(tmp: Path) -> None:
                 write_npz(translation, args.weights, tmp, warn=lambda m: print(f"caffe2py: warning: {m}", file=sys.stderr), progress=_progress(args.weights))
@@ -198,7 +198,7 @@ def _workers() -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     """--write/--check: the contract of a pre-commit fixer (1 when anything changed, 2 on any error)."""
-    from translator.render import render
+    from .render import render
 
     out_dir = Path(args.out_dir) if args.out_dir else None
     jobs = [(source, (out_dir or Path(source).parent) / Path(source).with_suffix(".py").name) for source in args.prototxt]
@@ -261,9 +261,9 @@ def _progress(path: str):
 def _verify(argv: list[str]) -> int:
     """``caffe2py verify ...``: imported only when asked for, since it needs Keras and OpenCV."""
     try:
-        verify = importlib.import_module("translator.verify")
+        verify = importlib.import_module(f"{__package__}.verify")
     except ModuleNotFoundError as exc:
-        if exc.name == "translator.verify":
+        if exc.name == f"{__package__}.verify":
             print("caffe2py: error: 'caffe2py verify' is not part of this installation of caffe2py", file=sys.stderr)
         else:
             print(f"caffe2py: error: 'caffe2py verify' needs the {exc.name} package: pip install 'caffe2py[verify]'", file=sys.stderr)

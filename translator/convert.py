@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from translator.emit import Emitter, Options
-from translator.ir import Shape, Translation
-from translator.normalize import Graph, build_graph
-from translator.parse import read_prototxt
-from translator.preprocess import describe as describe_preprocess
-from translator.render import render
+from .emit import Emitter, Options
+from .ir import Shape, Translation
+from .normalize import Graph, build_graph
+from .parse import read_prototxt
+from .preprocess import describe as describe_preprocess
+from .render import render
 
 
 def translate(

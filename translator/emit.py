@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from translator.errors import TranslationError
-from translator.ir import (
+from .errors import TranslationError
+from .ir import (
     BlobExpectation,
     Layout,
     Node,
@@ -19,11 +19,11 @@ from translator.ir import (
     channels_last,
     identity,
 )
-from translator.layers import REGISTRY
-from translator.layers.stub import stub
-from translator.normalize import Graph
-from translator.pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
-from translator.render import helper_names
+from .layers import REGISTRY
+from .layers.stub import stub
+from .normalize import Graph
+from .pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
+from .render import helper_names
 
 if TYPE_CHECKING:  # translating without weights never loads numpy
     import numpy as np

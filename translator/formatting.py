@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from translator.pysource import Source
+from .pysource import Source
 
 LINE_LENGTH = 88  # black's default, which the generated modules keep
 # Stands before each statement of build_model() in the rendered text, so that the module can be cut

@@ -10,9 +10,9 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from translator.errors import TranslationError
-from translator.ir import Node, Shape
-from translator.parse import ParsedNet
+from .errors import TranslationError
+from .ir import Node, Shape
+from .parse import ParsedNet
 
 # Layers that produce training data; at inference their data top becomes a model input.
 DATA_TYPES = frozenset(

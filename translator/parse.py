@@ -8,9 +8,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from translator import schema
-from translator.errors import TranslationError
-from translator.upgrade import upgrade_net
+from . import schema
+from .errors import TranslationError
+from .upgrade import upgrade_net
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
-from translator import schema
-from translator.errors import TranslationError
-from translator.ir import Translation
-from translator.normalize import Graph
-from translator.pysource import docstring_text, literal, string
+from . import schema
+from .errors import TranslationError
+from .ir import Translation
+from .normalize import Graph
+from .pysource import docstring_text, literal, string
 
 if TYPE_CHECKING:  # only a mean file needs numpy, which a translation otherwise never loads
     import numpy as np

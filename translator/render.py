@@ -11,11 +11,11 @@ from typing import Any
 
 import jinja2
 
-from translator import __version__
-from translator.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
-from translator.ir import Statement, Translation, channels_last
-from translator.preprocess import present as preprocess_fields
-from translator.pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
+from . import __version__
+from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
+from .ir import Statement, Translation, channels_last
+from .preprocess import present as preprocess_fields
+from .pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
 
 NHWC_AXES = channels_last(4)
 _CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
@@ -26,7 +26,7 @@ def templates_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "templates"
     if (checkout / "module.py.jinja").is_file():
         return checkout
-    return Path(str(resources.files("translator") / "templates"))
+    return Path(str(resources.files(__package__) / "templates"))
 
 
 @lru_cache(maxsize=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from translator import schema
-from translator.errors import TranslationError
+from . import schema
+from .errors import TranslationError
 
 __all__ = ["upgrade_net"]
 

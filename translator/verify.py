@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from translator.cli import _shape
-from translator.errors import TranslationError
-from translator.ir import Tensor, Translation
-from translator.pysource import comment
+from .cli import _shape
+from .errors import TranslationError
+from .ir import Tensor, Translation
+from .pysource import comment
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ def parser() -> argparse.ArgumentParser:
 
 def caffe_writers(prototxt: Path, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, int]]:
     """For each blob, the Caffe layer that writes its final value and the top index there."""
-    from translator.normalize import build_graph
-    from translator.parse import read_prototxt
+    from .normalize import build_graph
+    from .parse import read_prototxt
 
     graph = build_graph(read_prototxt(prototxt), input_shapes=input_shapes)
     return {top[0]: (node.name, i) for node in graph.nodes for i, top in enumerate(node.tops)}
@@ -64,7 +64,7 @@ def to_caffe_order(value: np.ndarray, tensor: Tensor) -> np.ndarray:
 
 def keras_blobs(translation: Translation, npz: Path, inputs: Mapping[str, np.ndarray], blobs: list[str]) -> dict[str, np.ndarray]:
     """Every blob in ``blobs`` as the translated model computes it, in Caffe's order."""
-    from translator.render import render
+    from .render import render
 
     with tempfile.TemporaryDirectory(prefix="caffe2py_verify_") as tmp:
         path = Path(tmp) / "verified_model.py"
@@ -166,8 +166,8 @@ def table(rows: list[Row], tolerance: float) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from translator.convert import translate
-    from translator.weights import write_npz
+    from .convert import translate
+    from .weights import write_npz
 
     prototxt, caffemodel = Path(args.prototxt), Path(args.caffemodel)
     if not caffemodel.is_file():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from translator.caffemodel import read_caffemodel
-from translator.errors import TranslationError
-from translator.ir import BlobExpectation, Translation
-from translator.layout import FortranArray
+from .caffemodel import read_caffemodel
+from .errors import TranslationError
+from .ir import BlobExpectation, Translation
+from .layout import FortranArray
 
 _CHUNK = 1 << 22  # elements per streamed piece: bounded memory however large a blob is
 

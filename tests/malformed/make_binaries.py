@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from translator import schema
+from caffe2py import schema
 
 HERE = Path(__file__).resolve().parent
 

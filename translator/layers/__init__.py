@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from translator.emit import LayerContext
+    from ..emit import LayerContext
 
 Emitter = Callable[["LayerContext"], None]
 REGISTRY: dict[str, Emitter] = {}
@@ -43,7 +43,7 @@ def markdown_table() -> str:
 
 
 # Importing the families fills the registry.
-from translator.layers import (  # noqa: F401
+from . import (  # noqa: F401
     activation,
     arith,
     conv,

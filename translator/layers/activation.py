@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.layers import layer
-from translator.layers.common import caffe_axis, keras_axis
+from .. import layout
+from . import layer
+from .common import caffe_axis, keras_axis
 
 
 def same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from translator import layout
-from translator.ir import Tensor
-from translator.layers import layer
-from translator.layers.activation import same_shape
-from translator.layers.common import caffe_axis
+from .. import layout
+from ..ir import Tensor
+from . import layer
+from .activation import same_shape
+from .common import caffe_axis
 
 
 @layer("Power")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from translator.errors import TranslationError
+from ..errors import TranslationError
 
 
 def hw(values: Sequence[int], h: int, w: int, has_hw: bool, what: str, default: int | None) -> tuple[int, int]:

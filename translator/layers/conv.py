@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.ir import channels_last
-from translator.layers import layer
-from translator.layers.common import compact, hw
-from translator.pysource import Code, SliceLambda
+from .. import layout
+from ..ir import channels_last
+from ..pysource import Code, SliceLambda
+from . import layer
+from .common import compact, hw
 
 
 def conv_geometry(p, what: str = "kernel"):

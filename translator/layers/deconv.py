@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.ir import channels_last
-from translator.layers import layer
-from translator.layers.common import compact
-from translator.layers.conv import conv_geometry
-from translator.pysource import SliceLambda
+from .. import layout
+from ..ir import channels_last
+from ..pysource import SliceLambda
+from . import layer
+from .common import compact
+from .conv import conv_geometry
 
 
 def deconv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:

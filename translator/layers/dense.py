@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from translator import layout
-from translator.ir import channels_last, identity
-from translator.layers import layer
-from translator.layers.common import caffe_axis, compact
+from .. import layout
+from ..ir import channels_last, identity
+from . import layer
+from .common import caffe_axis, compact
 
 
 @layer("InnerProduct")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.ir import channels_last
-from translator.layers import layer
-from translator.layers.common import keras_axis
+from .. import layout
+from ..ir import channels_last
+from . import layer
+from .common import keras_axis
 
 LEARN, INFERENCE = 0, 1
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from translator.layers import layer
-from translator.layers.common import caffe_axis, keras_axis
+from . import layer
+from .common import caffe_axis, keras_axis
 
 PROD, SUM, MAX = 0, 1, 2
 

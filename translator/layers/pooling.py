@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from translator.ir import channels_last
-from translator.layers import layer
-from translator.layers.common import compact, hw
+from ..ir import channels_last
+from . import layer
+from .common import compact, hw
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.ir import identity
-from translator.layers import layer
-from translator.layers.common import caffe_axis
+from .. import layout
+from ..ir import identity
+from . import layer
+from .common import caffe_axis
 
 REDUCTIONS = {1: "sum", 2: "asum", 3: "sumsq", 4: "mean"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from translator.ir import Layout, Shape, Tensor, identity
-from translator.layers import layer
-from translator.layers.common import caffe_axis, keras_axis
-from translator.pysource import SliceLambda
+from ..ir import Layout, Shape, Tensor, identity
+from ..pysource import SliceLambda
+from . import layer
+from .common import caffe_axis, keras_axis
 
 
 def _groups(src: Shape, dst: Shape) -> list[tuple[list[int], list[int]]]:

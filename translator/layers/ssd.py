@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from translator import layout
-from translator.ir import channels_last, identity
-from translator.layers import layer
+from .. import layout
+from ..ir import channels_last, identity
+from . import layer
 
 CORNER, CENTER_SIZE, CORNER_SIZE = 1, 2, 3
 

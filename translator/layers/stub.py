@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import text_format
 
-from translator.pysource import Names
+from ..pysource import Names
 
 
 def stub(ctx) -> None:

@@ -49,8 +49,8 @@ def is_current() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m translator.schema.build",
-        description="Regenerate translator/schema/caffe.desc from caffe.proto.",
+        prog="python -m caffe2py.schema.build",
+        description="Regenerate caffe2py/schema/caffe.desc from caffe.proto.",
     )
     parser.add_argument(
         "--check",
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_current():
             print(f"{DESC.name} is up to date")
             return 0
-        print(f"{DESC.name} is stale: run python -m translator.schema.build", file=sys.stderr)
+        print(f"{DESC.name} is stale: run python -m caffe2py.schema.build", file=sys.stderr)
         return 1
     DESC.write_bytes(compile_descriptor_set())
     print(f"wrote {DESC}")
