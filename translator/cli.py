@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TranslationError
+from .options import shape_argument
 
 EXAMPLES = """examples:
   caffe2py deploy.prototxt > model.py
@@ -35,17 +36,6 @@ as a pre-commit hook expects; any error exits 2.
 """
 
 
-def _shape(text: str) -> tuple[str, tuple[int, ...]]:
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.split(","))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=N,C,H,W with positive integers")
-    return name, shape
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="caffe2py",
@@ -64,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST", help="net phase whose layers are kept (default TEST)")
     p.add_argument("--stage", action="append", default=[], metavar="NAME", help="a net stage for include/exclude rules, e.g. --stage deploy (repeatable)")
     p.add_argument("--level", type=int, default=0, help="net level for include/exclude rules, e.g. --level 1")
-    p.add_argument("--input-shape", action="append", type=_shape, default=[], metavar="NAME=N,C,H,W", help="shape of an input or data blob, e.g. --input-shape data=1,3,224,224 (repeatable)")
+    p.add_argument("--input-shape", action="append", type=shape_argument, default=[], metavar="NAME=N,C,H,W", help="shape of an input or data blob, e.g. --input-shape data=1,3,224,224 (repeatable)")
     p.add_argument("--fully-conv", action="store_true", help="InnerProduct on spatial input becomes a convolution; spatial input sizes become free")
     p.add_argument("--mean", metavar="BINARYPROTO", help="the mean image Caffe subtracts, for preprocess(), e.g. --mean imagenet_mean.binaryproto")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
@@ -120,7 +110,7 @@ def _discard(pending: list[tuple[Path, Path]]) -> None:
 
 def _translate(args: argparse.Namespace, prototxt: str):
     from .convert import translate
-    from .emit import Options
+    from .options import Options
 
     options = Options(fully_conv=args.fully_conv, native_groups=args.native_groups, stub_unknown=args.stub_unknown)
     translation = translate(

@@ -6,9 +6,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .emit import Emitter, Options
+from .emit import Emitter
 from .ir import Shape, Translation
 from .normalize import Graph, build_graph
+from .options import Options
 from .parse import read_prototxt
 from .preprocess import describe as describe_preprocess
 from .render import render

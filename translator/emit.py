@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import TranslationError
@@ -22,20 +21,12 @@ from .ir import (
 from .layers import REGISTRY
 from .layers.stub import stub
 from .normalize import Graph
+from .options import Options
 from .pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
 from .render import helper_names
 
 if TYPE_CHECKING:  # translating without weights never loads numpy
     import numpy as np
-
-
-@dataclass(frozen=True)
-class Options:
-    """Choices that change the generated code."""
-
-    fully_conv: bool = False
-    native_groups: bool = False
-    stub_unknown: bool = False
 
 
 class Emitter:
@@ -88,7 +79,7 @@ class Emitter:
                 self.out.plan.append(f"{node.name} ({node.type}) -> fused into {self.absorbed[index]!r}")
                 continue
             emit = REGISTRY.get(node.type, stub)
-            ctx = LayerContext(self, node, self.primary[index])
+            ctx = EmitContext(self, node, self.primary[index])
             try:
                 emit(ctx)
             except TranslationError as exc:
@@ -111,7 +102,7 @@ class Emitter:
             if tensor.flat_of is None:
                 continue
             index = next(i for i, node in enumerate(self.graph.nodes) if key in node.tops)
-            ctx = LayerContext(self, self.graph.nodes[index], self.primary[index])
+            ctx = EmitContext(self, self.graph.nodes[index], self.primary[index])
             self.values[key] = ctx.in_layout(tensor, identity(tensor.rank))
             self.out.blobs[key[0]] = self.values[key]
 
@@ -126,8 +117,8 @@ def _unknown_error(graph: Graph, nodes: Sequence[Node]) -> TranslationError:
     )
 
 
-class LayerContext:
-    """What one emitter sees: its node, its input tensors, and ways to record Keras calls and weights."""
+class EmitContext:
+    """The translator's side of ``layers.context.LayerContext``, where its contract is documented."""
 
     def __init__(self, emitter: Emitter, node: Node, keras_name: str) -> None:
         self._e = emitter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +13,14 @@ from google.protobuf import text_format
 from .errors import TranslationError
 from .ir import Node, Shape
 from .parse import ParsedNet
+from .schema import enum_values
 
 # Layers that produce training data; at inference their data top becomes a model input.
 DATA_TYPES = frozenset(
     {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "DenseImageData",
      "AnnotatedData", "VideoData"}
 )
-PHASES = {"TRAIN": 0, "TEST": 1}
+PHASES = enum_values("Phase")  # {"TRAIN": 0, "TEST": 1}
 
 
 @dataclass(frozen=True)
@@ -128,122 +129,152 @@ def build_graph(
     input_shapes: Mapping[str, Shape] | None = None,
 ) -> Graph:
     """Apply Caffe's phase rules and wire the layers over SSA blob keys."""
-    net, path = parsed.net, parsed.path
-    overrides = dict(input_shapes or {})
+    builder = _GraphBuilder(parsed, phase, input_shapes or {})
+    builder.add_net_inputs()
+    for layer, where in _kept_layers(parsed, phase, level, stages):
+        builder.add_layer(layer, where)
+    if not builder.nodes and not builder.inputs:
+        raise TranslationError("the net has no layers (empty or not a prototxt?)", path=parsed.path, line=1)
+    inputs = builder.deployed_inputs()
+    return Graph(
+        name=parsed.net.name or "net",
+        path=parsed.path,
+        sha256=hashlib.sha256(parsed.data).hexdigest(),
+        inputs=tuple(inputs),
+        nodes=tuple(builder.nodes),
+        outputs=tuple(builder.net_outputs()),
+        notes=tuple(builder.notes),
+        transforms=tuple(builder.transforms),
+    )
+
+
+def _kept_layers(parsed: ParsedNet, phase: str, level: int, stages: Sequence[str]) -> Iterator[tuple[Any, dict]]:
+    """The layers Caffe's Net::FilterNet keeps for this state, each with where it is in the prototxt."""
+    net = parsed.net
     phase_id = PHASES[phase]
     level = level or net.state.level
     stage_set = set(net.state.stage) | set(stages)
-
-    version: dict[str, int] = {}
-    consumed: dict[tuple[str, int], int] = {}
-    inputs: list[tuple[tuple[str, int], Shape]] = []
-    nodes: list[Node] = []
-    notes: list[str] = []
-    transforms: list[tuple[str, Any]] = []
-    unknown_inputs = []
-
-    def add_input(name: str, shape: Shape | None, where: dict) -> None:
-        if name in version:
-            raise TranslationError(f"input {name!r} is declared twice", **where)
-        version[name] = 0
-        if shape is None:
-            unknown_inputs.append((name, where))
-        inputs.append(((name, 0), shape or ()))
-
-    # Net-level inputs: `input:` with `input_shape` or four `input_dim` each.
-    for i, name in enumerate(net.input):
-        where = {"path": path}
-        if name in overrides:
-            shape = overrides[name]
-        elif len(net.input_shape) > i:
-            shape = _dims(net.input_shape[i].dim, where)
-        elif len(net.input_dim) >= 4 * (i + 1):
-            shape = _dims(net.input_dim[4 * i : 4 * i + 4], where)
-        else:
-            shape = None
-        add_input(name, shape, where)
-
     lines = parsed.layer_lines
     for index, layer in enumerate(net.layer):
         line = lines[index] if index < len(lines) else None
-        where = {"path": path, "line": line, "layer": layer.name, "layer_type": layer.type}
+        where = {"path": parsed.path, "line": line, "layer": layer.name, "layer_type": layer.type}
         if layer.include and layer.exclude:
             raise TranslationError("has both include and exclude rules (Caffe allows one kind)", **where)
-        if not _included(layer, phase_id, level, stage_set) or _is_training_only(layer.type):
-            continue
+        if _included(layer, phase_id, level, stage_set) and not _is_training_only(layer.type):
+            yield layer, where
+
+
+class _GraphBuilder:
+    """The state of wiring one net: the current SSA version of every blob, and what reads it."""
+
+    def __init__(self, parsed: ParsedNet, phase: str, overrides: Mapping[str, Shape]) -> None:
+        self.net, self.path, self.phase = parsed.net, parsed.path, phase
+        self.overrides = dict(overrides)
+        self.version: dict[str, int] = {}
+        self.consumed: dict[tuple[str, int], int] = {}
+        self.inputs: list[tuple[tuple[str, int], Shape]] = []
+        self.unknown_inputs: list[tuple[str, dict]] = []
+        self.nodes: list[Node] = []
+        self.notes: list[str] = []
+        self.transforms: list[tuple[str, Any]] = []
+
+    def add_input(self, name: str, shape: Shape | None, where: dict) -> None:
+        if name in self.version:
+            raise TranslationError(f"input {name!r} is declared twice", **where)
+        self.version[name] = 0
+        if shape is None:
+            self.unknown_inputs.append((name, where))
+        self.inputs.append(((name, 0), shape or ()))
+
+    def add_net_inputs(self) -> None:
+        """Net-level inputs: `input:` with `input_shape` or four `input_dim` each."""
+        net = self.net
+        for i, name in enumerate(net.input):
+            where = {"path": self.path}
+            if name in self.overrides:
+                shape = self.overrides[name]
+            elif len(net.input_shape) > i:
+                shape = _dims(net.input_shape[i].dim, where)
+            elif len(net.input_dim) >= 4 * (i + 1):
+                shape = _dims(net.input_dim[4 * i : 4 * i + 4], where)
+            else:
+                shape = None
+            self.add_input(name, shape, where)
+
+    def add_layer(self, layer, where: dict) -> None:
+        """An Input layer or a data layer declares inputs; any other layer becomes a node."""
         if layer.type == "Input":
-            shapes = layer.input_param.shape
-            for i, top in enumerate(layer.top):
-                given = shapes[i] if len(shapes) > i else (shapes[0] if len(shapes) == 1 else None)
-                shape = overrides.get(top) or (_dims(given.dim, where) if given is not None else None)
-                add_input(top, shape, where)
-            continue
-        if _is_data_layer(layer):
-            if not layer.top:
-                raise TranslationError("data layer has no top", **where)
-            add_input(layer.top[0], _data_shape(layer, overrides, where), where)
-            if layer.HasField("transform_param"):
-                transforms.append((layer.top[0], layer.transform_param))
-            for extra in layer.top[1:]:  # labels: only losses and accuracies read them
-                add_input(extra, overrides.get(extra) or (1,), where)
-            continue
+            self._add_input_layer(layer, where)
+        elif _is_data_layer(layer):
+            self._add_data_layer(layer, where)
+        else:
+            self._add_node(layer, where)
+
+    def _add_input_layer(self, layer, where: dict) -> None:
+        shapes = layer.input_param.shape
+        for i, top in enumerate(layer.top):
+            given = shapes[i] if len(shapes) > i else (shapes[0] if len(shapes) == 1 else None)
+            shape = self.overrides.get(top) or (_dims(given.dim, where) if given is not None else None)
+            self.add_input(top, shape, where)
+
+    def _add_data_layer(self, layer, where: dict) -> None:
+        if not layer.top:
+            raise TranslationError("data layer has no top", **where)
+        self.add_input(layer.top[0], _data_shape(layer, self.overrides, where), where)
+        if layer.HasField("transform_param"):
+            self.transforms.append((layer.top[0], layer.transform_param))
+        for extra in layer.top[1:]:  # labels: only losses and accuracies read them
+            self.add_input(extra, self.overrides.get(extra) or (1,), where)
+
+    def _add_node(self, layer, where: dict) -> None:
+        """Read each bottom's current version; give each top a new one (the same blob again when in place)."""
         bottoms = []
         for blob in layer.bottom:
-            if blob not in version:
-                raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer{_hint(net, blob, phase)}", **where)
-            key = (blob, version[blob])
-            consumed[key] = consumed.get(key, 0) + 1
+            if blob not in self.version:
+                hint = _hint(self.net, blob, self.phase)
+                raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer{hint}", **where)
+            key = (blob, self.version[blob])
+            self.consumed[key] = self.consumed.get(key, 0) + 1
             bottoms.append(key)
         tops = []
         for i, blob in enumerate(layer.top):
             in_place = i < len(layer.bottom) and layer.bottom[i] == blob
             if blob in layer.top[:i]:
                 raise TranslationError(f"top {blob!r} is listed twice", **where)
-            if blob in version and not in_place:
+            if blob in self.version and not in_place:
                 raise TranslationError(f"top {blob!r} is already produced by an earlier layer", **where)
-            version[blob] = version[blob] + 1 if in_place else 0
-            tops.append((blob, version[blob]))
+            self.version[blob] = self.version[blob] + 1 if in_place else 0
+            tops.append((blob, self.version[blob]))
         if layer.type == "Silence":
-            continue
-        nodes.append(Node(layer.name, layer.type, layer, tuple(bottoms), tuple(tops), line))
+            return
+        self.nodes.append(Node(layer.name, layer.type, layer, tuple(bottoms), tuple(tops), where["line"]))
 
-    if not nodes and not inputs:
-        raise TranslationError("the net has no layers (empty or not a prototxt?)", path=path, line=1)
+    def deployed_inputs(self) -> list[tuple[tuple[str, int], Shape]]:
+        """The inputs some kept layer reads (labels that only losses read are not model inputs)."""
+        missing = [(name, where) for name, where in self.unknown_inputs if self.consumed.get((name, 0))]
+        if missing:
+            name, where = missing[0]
+            raise TranslationError(
+                f"the shape of input {name!r} is unknown: pass --input-shape {name}=N,C,H,W", **where
+            )
+        return [(key, shape) for key, shape in self.inputs if self.consumed.get(key)]
 
-    # Inputs only losses read (labels) are not inputs of the deployed model.
-    inputs = [(key, shape) for key, shape in inputs if consumed.get(key)]
-    missing = [(name, where) for name, where in unknown_inputs if consumed.get((name, 0))]
-    if missing:
-        name, where = missing[0]
-        raise TranslationError(
-            f"the shape of input {name!r} is unknown: pass --input-shape {name}=N,C,H,W", **where
+    def net_outputs(self) -> list[tuple[str, int]]:
+        """Caffe's net outputs: blobs left unconsumed at the end, in the order of its std::set (by name)."""
+        produced = [top for node in self.nodes for top in node.tops]
+        outputs = sorted(
+            (key for key in produced if not self.consumed.get(key) and self.version[key[0]] == key[1]),
+            key=lambda k: k[0].encode("utf-8"),
         )
-
-    # Caffe's net outputs: blobs left unconsumed at the end, in the order of its std::set (by name).
-    produced = [top for node in nodes for top in node.tops]
-    final = {blob: v for blob, v in version.items()}
-    outputs = sorted(
-        (key for key in produced if not consumed.get(key) and final[key[0]] == key[1]),
-        key=lambda k: k[0].encode("utf-8"),
-    )
-    if not outputs:
-        topless = [node for node in nodes if not node.tops]
+        if outputs:
+            return outputs
+        topless = [node for node in self.nodes if not node.tops]
         if topless:
             first = topless[0]
             raise TranslationError(
                 "writes no top, and the net has no other output (a layer needs a top: blob)",
-                path=path, line=first.line, layer=first.name, layer_type=first.type,
+                path=self.path, line=first.line, layer=first.name, layer_type=first.type,
             )
-        if not nodes:
-            raise TranslationError("the net declares inputs but has no layers to run on them", path=path)
-        raise TranslationError("the net has no output blob (every blob is consumed)", path=path)
-    return Graph(
-        name=net.name or "net",
-        path=path,
-        sha256=hashlib.sha256(parsed.data).hexdigest(),
-        inputs=tuple(inputs),
-        nodes=tuple(nodes),
-        outputs=tuple(outputs),
-        notes=tuple(notes),
-        transforms=tuple(transforms),
-    )
+        if not self.nodes:
+            raise TranslationError("the net declares inputs but has no layers to run on them", path=self.path)
+        raise TranslationError("the net has no output blob (every blob is consumed)", path=self.path)

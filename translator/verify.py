@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import _shape
 from .errors import TranslationError
 from .ir import Tensor, Translation
+from .options import shape_argument
 from .pysource import comment
 
 
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("prototxt", help="the net definition, e.g. deploy.prototxt")
     p.add_argument("caffemodel", help="its weights, e.g. net.caffemodel")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error allowed: max |difference| over max |Caffe value| (default 1e-4)")
-    p.add_argument("--input-shape", action="append", type=_shape, default=[], metavar="NAME=N,C,H,W", help="shape of an input blob instead of the prototxt's (repeatable)")
+    p.add_argument("--input-shape", action="append", type=shape_argument, default=[], metavar="NAME=N,C,H,W", help="shape of an input blob instead of the prototxt's (repeatable)")
     p.add_argument("--npz", metavar="PATH", help="Keras weights to use instead of converting the caffemodel (to check a given .npz)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input, uniform in [-1, 1] (default 0)")
     return p

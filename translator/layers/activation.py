@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .. import layout
-from . import layer
 from .common import caffe_axis, keras_axis
+from .context import LayerContext
+from .registry import layer
 
 
-def same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
+def same_shape(ctx: LayerContext, callee: str, *args: object, **kwargs: object) -> None:
     """An element-wise layer: the output keeps the input's shape and layout (flattened or not)."""
     ctx.need_bottoms(1)
     ctx.need_tops(1)
@@ -17,7 +18,7 @@ def same_shape(ctx, callee: str, *args: object, **kwargs: object) -> None:
 
 
 @layer("ReLU")
-def relu(ctx) -> None:
+def relu(ctx: LayerContext) -> None:
     slope = ctx.p.relu_param.negative_slope
     if slope < 0:  # Caffe computes max(x, 0) + slope * min(x, 0) for any slope; LeakyReLU refuses this one
         same_shape(ctx, ctx.helper("CaffeReLU"), negative_slope=slope)
@@ -28,46 +29,46 @@ def relu(ctx) -> None:
 
 
 @layer("Sigmoid")
-def sigmoid(ctx) -> None:
+def sigmoid(ctx: LayerContext) -> None:
     same_shape(ctx, "layers.Activation", "sigmoid")
 
 
 @layer("TanH")
-def tanh(ctx) -> None:
+def tanh(ctx: LayerContext) -> None:
     same_shape(ctx, "layers.Activation", "tanh")
 
 
 @layer("Dropout")
-def dropout(ctx) -> None:
+def dropout(ctx: LayerContext) -> None:
     # Identity at inference (Caffe scales at training time, as Keras does); kept so the model trains.
     same_shape(ctx, "layers.Dropout", ctx.p.dropout_param.dropout_ratio)
 
 
 @layer("AbsVal")
-def absval(ctx) -> None:
+def absval(ctx: LayerContext) -> None:
     same_shape(ctx, ctx.helper("AbsVal"))
 
 
 @layer("BNLL")
-def bnll(ctx) -> None:
+def bnll(ctx: LayerContext) -> None:
     # Caffe's BNLL, log(1 + exp(x)) computed without overflow, is Keras' softplus.
     same_shape(ctx, "layers.Activation", "softplus")
 
 
 @layer("ELU")
-def elu(ctx) -> None:
+def elu(ctx: LayerContext) -> None:
     alpha = ctx.p.elu_param.alpha
     same_shape(ctx, "layers.ELU", **({"alpha": alpha} if alpha != 1 else {}))
 
 
 @layer("Threshold")
-def threshold(ctx) -> None:
+def threshold(ctx: LayerContext) -> None:
     t = ctx.p.threshold_param.threshold
     same_shape(ctx, ctx.helper("Threshold"), **({"threshold": t} if t else {}))
 
 
 @layer("Clip")
-def clip(ctx) -> None:
+def clip(ctx: LayerContext) -> None:
     p = ctx.p.clip_param
     if not (p.HasField("min") and p.HasField("max")):
         raise ctx.error("clip_param needs both min and max")
@@ -78,7 +79,7 @@ def clip(ctx) -> None:
 
 
 @layer("Swish")
-def swish(ctx) -> None:
+def swish(ctx: LayerContext) -> None:
     beta = ctx.p.swish_param.beta
     if beta == 1:
         same_shape(ctx, "layers.Activation", "silu")
@@ -87,7 +88,7 @@ def swish(ctx) -> None:
 
 
 @layer("PReLU")
-def prelu(ctx) -> None:
+def prelu(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     shared = ctx.p.prelu_param.channel_shared
@@ -108,7 +109,7 @@ def prelu(ctx) -> None:
 
 
 @layer("Softmax")
-def softmax(ctx) -> None:
+def softmax(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     x = ctx.x
@@ -121,7 +122,7 @@ def softmax(ctx) -> None:
 
 
 @layer("Split")
-def split(ctx) -> None:
+def split(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     for i in range(len(ctx.node.tops)):
         ctx.alias(i, ctx.x)

@@ -6,13 +6,14 @@ import math
 
 from .. import layout
 from ..ir import Tensor
-from . import layer
 from .activation import same_shape
 from .common import caffe_axis
+from .context import LayerContext
+from .registry import layer
 
 
 @layer("Power")
-def power(ctx) -> None:
+def power(ctx: LayerContext) -> None:
     p = ctx.p.power_param
     if p.power == 1 and p.scale == 1 and p.shift == 0:
         same_shape(ctx, "layers.Identity")
@@ -23,7 +24,7 @@ def power(ctx) -> None:
 
 
 @layer("Exp")
-def exp(ctx) -> None:
+def exp(ctx: LayerContext) -> None:
     p = ctx.p.exp_param
     _check_base(ctx, p.base)
     if p.base == -1 and p.scale == 1 and p.shift == 0:
@@ -33,7 +34,7 @@ def exp(ctx) -> None:
 
 
 @layer("Log")
-def log(ctx) -> None:
+def log(ctx: LayerContext) -> None:
     p = ctx.p.log_param
     _check_base(ctx, p.base)
     if p.base == 1:
@@ -41,7 +42,7 @@ def log(ctx) -> None:
     same_shape(ctx, ctx.helper("Log"), **_nondefault(base=(p.base, -1), scale=(p.scale, 1), shift=(p.shift, 0)))
 
 
-def _check_base(ctx, base: float) -> None:
+def _check_base(ctx: LayerContext, base: float) -> None:
     # Caffe's -1 stands for e; any other base must be a positive finite number.
     if base != -1 and not (base > 0 and math.isfinite(base)):
         raise ctx.error(f"base {base} must be positive (or -1 for e)")
@@ -53,7 +54,7 @@ def _nondefault(**values: tuple[float, float]) -> dict[str, float]:
 
 
 @layer("Scale")
-def scale(ctx) -> None:
+def scale(ctx: LayerContext) -> None:
     ctx.need_bottoms(1, 2)
     ctx.need_tops(1)
     p = ctx.p.scale_param
@@ -73,7 +74,7 @@ def scale(ctx) -> None:
 
 
 @layer("Bias")
-def bias(ctx) -> None:
+def bias(ctx: LayerContext) -> None:
     ctx.need_bottoms(1, 2)
     ctx.need_tops(1)
     p = ctx.p.bias_param
@@ -87,7 +88,7 @@ def bias(ctx) -> None:
     ctx.output(0, target, producer, x.shape, x.layout, x.flat_of)
 
 
-def _learned_axes(ctx, axis: int, num_axes: int) -> tuple[Tensor, tuple[int, ...]]:
+def _learned_axes(ctx: LayerContext, axis: int, num_axes: int) -> tuple[Tensor, tuple[int, ...]]:
     """The input and the Caffe axes a learned Scale/Bias blob spans: ``num_axes`` from ``axis``."""
     x = ctx.x
     if num_axes < -1:
@@ -105,7 +106,7 @@ def _learned_axes(ctx, axis: int, num_axes: int) -> tuple[Tensor, tuple[int, ...
     return x, tuple(range(start, end))
 
 
-def _learned(ctx, x: Tensor, covered: tuple[int, ...], helper: str, variables: tuple[str, ...], **kwargs):
+def _learned(ctx: LayerContext, x: Tensor, covered: tuple[int, ...], helper: str, variables: tuple[str, ...], **kwargs):
     """One helper layer holding, per variable, a blob over the Caffe axes ``covered`` of ``x``."""
     dims = tuple(x.shape[a] for a in covered)
     if any(d is None for d in dims):
@@ -125,7 +126,7 @@ def _learned(ctx, x: Tensor, covered: tuple[int, ...], helper: str, variables: t
     return target, producer
 
 
-def _broadcast_operand(ctx, axis: int) -> tuple[Tensor, Tensor]:
+def _broadcast_operand(ctx: LayerContext, axis: int) -> tuple[Tensor, Tensor]:
     """Bottom 0, and bottom 1 shaped to broadcast over it as Caffe does.
 
     Caffe lines bottom 1's axes up with bottom 0's from ``axis`` on and repeats it over the rest.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from .. import layout
 from ..ir import channels_last
 from ..pysource import Code, SliceLambda
-from . import layer
 from .common import compact, hw
+from .context import LayerContext
+from .registry import layer
 
 
 def conv_geometry(p, what: str = "kernel"):
@@ -26,7 +27,7 @@ def conv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
 
 
 @layer("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
-def convolution(ctx) -> None:
+def convolution(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.convolution_param

@@ -5,9 +5,10 @@ from __future__ import annotations
 from .. import layout
 from ..ir import channels_last
 from ..pysource import SliceLambda
-from . import layer
 from .common import compact
+from .context import LayerContext
 from .conv import conv_geometry
+from .registry import layer
 
 
 def deconv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
@@ -18,7 +19,7 @@ def deconv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
 
 
 @layer("Deconvolution")
-def deconvolution(ctx) -> None:
+def deconvolution(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.convolution_param

@@ -6,12 +6,13 @@ import math
 
 from .. import layout
 from ..ir import channels_last, identity
-from . import layer
 from .common import caffe_axis, compact
+from .context import LayerContext
+from .registry import layer
 
 
 @layer("InnerProduct")
-def inner_product(ctx) -> None:
+def inner_product(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.inner_product_param
@@ -53,7 +54,7 @@ def inner_product(ctx) -> None:
     ctx.output(0, target, producer, (*x.shape[:axis], outputs), identity(axis + 1))
 
 
-def _as_convolution(ctx, x, p) -> None:
+def _as_convolution(ctx: LayerContext, x, p) -> None:
     """Caffe's net surgery: the InnerProduct slides over the input as a convolution.
 
     The first one's kernel covers the spatial size its input has at the prototxt's own input size;

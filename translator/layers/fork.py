@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import channels_last
-from . import layer
+from ..schema import BNParameter
 from .common import keras_axis
+from .context import LayerContext
+from .registry import layer
 
-LEARN, INFERENCE = 0, 1
+INFERENCE = BNParameter.INFERENCE
 
 
-def _channel_axis(ctx, x):
+def _channel_axis(ctx: LayerContext, x):
     """Keyword arguments naming the Keras axis of Caffe's channels, empty when it is the last."""
     axis = keras_axis(x.keras_axis(1), x.rank)
     return {} if axis == -1 else {"axis": axis}
 
 
 @layer("BN")
-def segnet_bn(ctx) -> None:
+def segnet_bn(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.bn_param
@@ -43,7 +45,7 @@ def segnet_bn(ctx) -> None:
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
-def _interp_size(ctx, p, height: int | None, width: int | None):
+def _interp_size(ctx: LayerContext, p, height: int | None, width: int | None):
     """Interp's arguments and output size, choosing among its fields in the order Caffe's Reshape does."""
     has = p.HasField
     if (has("shrink_factor") and p.shrink_factor < 1) or (has("zoom_factor") and p.zoom_factor < 1):
@@ -71,7 +73,7 @@ def _interp_size(ctx, p, height: int | None, width: int | None):
 
 
 @layer("Interp")
-def interp(ctx) -> None:
+def interp(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.interp_param
@@ -92,7 +94,7 @@ def interp(ctx) -> None:
 
 
 @layer("ShuffleChannel")
-def shuffle_channel(ctx) -> None:
+def shuffle_channel(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     x = ctx.x
@@ -112,7 +114,7 @@ def shuffle_channel(ctx) -> None:
 
 
 @layer("Axpy")
-def axpy(ctx) -> None:
+def axpy(ctx: LayerContext) -> None:
     ctx.need_bottoms(3)
     ctx.need_tops(1)
     a, x, y = ctx.inputs

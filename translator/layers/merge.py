@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from . import layer
+from ..schema import EltwiseParameter
 from .common import caffe_axis, keras_axis
+from .context import LayerContext
+from .registry import layer
 
-PROD, SUM, MAX = 0, 1, 2
+PROD, SUM, MAX = EltwiseParameter.PROD, EltwiseParameter.SUM, EltwiseParameter.MAX
 
 
-def _aligned(ctx):
+def _aligned(ctx: LayerContext):
     """All bottoms in the first bottom's layout, so Keras axes agree across them."""
     first = ctx.inputs[0]
     ranks = {t.rank for t in ctx.inputs}
@@ -20,7 +22,7 @@ def _aligned(ctx):
 
 
 @layer("Concat")
-def concat(ctx) -> None:
+def concat(ctx: LayerContext) -> None:
     ctx.need_tops(1)
     if len(ctx.inputs) == 1:
         ctx.alias(0, ctx.x)
@@ -42,7 +44,7 @@ def concat(ctx) -> None:
 
 
 @layer("Eltwise")
-def eltwise(ctx) -> None:
+def eltwise(ctx: LayerContext) -> None:
     ctx.need_bottoms(2, 1000)
     ctx.need_tops(1)
     p = ctx.p.eltwise_param

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import channels_last
-from . import layer
+from ..schema import LRNParameter
 from .common import keras_axis
+from .context import LayerContext
+from .registry import layer
 
-ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+WITHIN_CHANNEL = LRNParameter.WITHIN_CHANNEL
 
 
 @layer("LRN")
-def lrn(ctx) -> None:
+def lrn(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.lrn_param
@@ -29,7 +31,7 @@ def lrn(ctx) -> None:
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
-def _fusable_scale(ctx):
+def _fusable_scale(ctx: LayerContext):
     """The Scale layer that only rescales this BatchNorm's output per channel, if any."""
     consumer = ctx.sole_consumer(0)
     if consumer is None or consumer.type != "Scale" or len(consumer.bottoms) != 1:
@@ -41,7 +43,7 @@ def _fusable_scale(ctx):
 
 
 @layer("BatchNorm")
-def batch_norm(ctx) -> None:
+def batch_norm(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.batch_norm_param
@@ -77,7 +79,7 @@ def batch_norm(ctx) -> None:
 
 
 @layer("MVN")
-def mvn(ctx) -> None:
+def mvn(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.mvn_param

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ..ir import channels_last
-from . import layer
+from ..schema import PoolingParameter
 from .common import compact, hw
+from .context import LayerContext
+from .registry import layer
 
-MAX, AVE, STOCHASTIC = 0, 1, 2
+MAX, AVE, STOCHASTIC = PoolingParameter.MAX, PoolingParameter.AVE, PoolingParameter.STOCHASTIC
 
 
 def pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -39,7 +41,7 @@ def native_padding(method: int, size: int | None, k: int, s: int, p: int, ceil_m
 
 
 @layer("Pooling")
-def pooling(ctx) -> None:
+def pooling(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     p = ctx.p.pooling_param
     ctx.need_tops(1, 2 if p.pool == MAX else 1)  # MAX may also output where each maximum was
@@ -69,7 +71,7 @@ def pooling(ctx) -> None:
     if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
         raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
     # round_mode (BVLC) and ceil_mode (forks) both choose floor over Caffe's default ceil.
-    ceil_mode = p.round_mode == 0 and (not has("ceil_mode") or p.ceil_mode)
+    ceil_mode = p.round_mode == PoolingParameter.CEIL and (not has("ceil_mode") or p.ceil_mode)
     for size, k, q in ((height, kernel[0], pad[0]), (width, kernel[1], pad[1])):
         if size is not None and size + 2 * q < k:
             raise ctx.error(f"kernel {kernel} is larger than the padded input {height}x{width}")
@@ -100,7 +102,7 @@ def pooling(ctx) -> None:
         _mask(ctx, x, kernel, stride, pad, ceil_mode, out)
 
 
-def _mask(ctx, x, kernel, stride, pad, ceil_mode, out) -> None:
+def _mask(ctx: LayerContext, x, kernel, stride, pad, ceil_mode, out) -> None:
     """Top 1 of MAX pooling: each maximum's index h * W + w in its channel plane (SegNet's unpooling)."""
     kwargs = {"strides": compact(stride)} if stride != (1, 1) else {}
     if pad != (0, 0):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import identity
-from . import layer
+from ..schema import ReductionParameter
 from .common import caffe_axis
+from .context import LayerContext
+from .registry import layer
 
-REDUCTIONS = {1: "sum", 2: "asum", 3: "sumsq", 4: "mean"}
+# Keyed by ReductionOp value; the helper names each operation in lower case.
+REDUCTIONS = {value: name.lower() for name, value in ReductionParameter.ReductionOp.items()}
 
 
 @layer("Reduction")
-def reduction(ctx) -> None:
+def reduction(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.reduction_param
@@ -29,7 +32,7 @@ def reduction(ctx) -> None:
 
 
 @layer("ArgMax")
-def argmax(ctx) -> None:
+def argmax(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.argmax_param
@@ -60,7 +63,7 @@ def argmax(ctx) -> None:
 
 
 @layer("Embed")
-def embed(ctx) -> None:
+def embed(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.embed_param

@@ -6,8 +6,9 @@ import math
 
 from ..ir import Layout, Shape, Tensor, identity
 from ..pysource import SliceLambda
-from . import layer
 from .common import caffe_axis, keras_axis
+from .context import LayerContext
+from .registry import layer
 
 
 def _groups(src: Shape, dst: Shape) -> list[tuple[list[int], list[int]]]:
@@ -60,7 +61,7 @@ def _reshaped_layout(src: Shape, layout: Layout, dst: Shape) -> Layout | None:
     return tuple(new) if new[0] == 0 else None
 
 
-def _emit_reshape(ctx, x: Tensor, shape: Shape) -> None:
+def _emit_reshape(ctx: LayerContext, x: Tensor, shape: Shape) -> None:
     """Give top 0 the Caffe ``shape`` by reshaping ``x``, keeping its layout where the data allows."""
     src, src_layout = x.flat_of if x.flat_of is not None else (x.shape, x.layout)
     new_layout = _reshaped_layout(src, src_layout, shape)
@@ -83,7 +84,7 @@ def _emit_reshape(ctx, x: Tensor, shape: Shape) -> None:
     ctx.output(0, target, producer, shape, new_layout)
 
 
-def _caffe_reshape(ctx, shape: Shape) -> Shape:
+def _caffe_reshape(ctx: LayerContext, shape: Shape) -> Shape:
     """Caffe's ReshapeLayer::Reshape: ``dims`` replace axes [axis, axis + num_axes); 0 copies, -1 infers."""
     p = ctx.p.reshape_param
     dims = [int(d) for d in p.shape.dim]
@@ -120,7 +121,7 @@ def _caffe_reshape(ctx, shape: Shape) -> Shape:
 
 
 @layer("Reshape")
-def reshape(ctx) -> None:
+def reshape(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     shape = _caffe_reshape(ctx, ctx.x.shape)
@@ -131,7 +132,7 @@ def reshape(ctx) -> None:
 
 
 @layer("Flatten")
-def flatten(ctx) -> None:
+def flatten(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.flatten_param
@@ -160,7 +161,7 @@ def flatten(ctx) -> None:
 
 
 @layer("Permute")
-def permute(ctx) -> None:
+def permute(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     x = ctx.x
@@ -179,7 +180,7 @@ def permute(ctx) -> None:
 
 
 @layer("Slice")
-def slice_(ctx) -> None:
+def slice_(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     p = ctx.p.slice_param
     x = ctx.x
@@ -215,7 +216,7 @@ def slice_(ctx) -> None:
 
 
 @layer("Crop")
-def crop(ctx) -> None:
+def crop(ctx: LayerContext) -> None:
     ctx.need_bottoms(2)
     ctx.need_tops(1)
     x, ref = ctx.inputs
@@ -252,7 +253,7 @@ def crop(ctx) -> None:
 
 
 @layer("Tile")
-def tile(ctx) -> None:
+def tile(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.tile_param

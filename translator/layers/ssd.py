@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import channels_last, identity
-from . import layer
+from ..schema import PriorBoxParameter
+from .context import LayerContext
+from .registry import layer
 
-CORNER, CENTER_SIZE, CORNER_SIZE = 1, 2, 3
+CORNER, CENTER_SIZE, CORNER_SIZE = PriorBoxParameter.CORNER, PriorBoxParameter.CENTER_SIZE, PriorBoxParameter.CORNER_SIZE
 
 
 @layer("Normalize")
-def normalize(ctx) -> None:
+def normalize(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
     p = ctx.p.norm_param
@@ -33,7 +35,7 @@ def normalize(ctx) -> None:
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
-def _prior_sizes(ctx, p) -> dict:
+def _prior_sizes(ctx: LayerContext, p) -> dict:
     """PriorBox's arguments, checked as weiliu89's PriorBoxLayer::LayerSetUp does."""
     has = p.HasField
     if not p.min_size or min(p.min_size) <= 0:
@@ -80,7 +82,7 @@ def _num_priors(p) -> int:
 
 
 @layer("PriorBox")
-def prior_box(ctx) -> None:
+def prior_box(ctx: LayerContext) -> None:
     ctx.need_bottoms(2)
     ctx.need_tops(1)
     p = ctx.p.prior_box_param
@@ -97,7 +99,7 @@ def prior_box(ctx) -> None:
 
 
 @layer("DetectionOutput")
-def detection_output(ctx) -> None:
+def detection_output(ctx: LayerContext) -> None:
     ctx.need_bottoms(3)
     ctx.need_tops(1)
     p = ctx.p.detection_output_param

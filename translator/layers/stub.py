@@ -5,9 +5,10 @@ from __future__ import annotations
 from google.protobuf import text_format
 
 from ..pysource import Names
+from .context import LayerContext
 
 
-def stub(ctx) -> None:
+def stub(ctx: LayerContext) -> None:
     """Emit a call of a stub layer class that carries the Caffe parameters in its docstring."""
     param = type(ctx.p)()
     param.CopyFrom(ctx.p)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..ir import channels_last
-from . import layer
 from .common import compact
+from .context import LayerContext
+from .registry import layer
 
 
-def _geometry(ctx):
+def _geometry(ctx: LayerContext):
     """(size, scale, pad_out) as caffe-segnet's UpsampleLayer::LayerSetUp reads upsample_param."""
     p = ctx.p.upsample_param
     has = p.HasField
@@ -30,7 +31,7 @@ def _geometry(ctx):
 
 
 @layer("Upsample")
-def upsample(ctx) -> None:
+def upsample(ctx: LayerContext) -> None:
     ctx.need_bottoms(1, 2)
     ctx.need_tops(1)
     if any(t.rank != 4 for t in ctx.inputs):

@@ -10,15 +10,22 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 __all__ = [
+    "BNParameter",
     "BlobProto",
     "BlobProtoVector",
     "BlobShape",
+    "EltwiseParameter",
+    "LRNParameter",
     "LayerParameter",
     "NetParameter",
     "NetState",
     "NetStateRule",
+    "PoolingParameter",
+    "PriorBoxParameter",
+    "ReductionParameter",
     "V0LayerParameter",
     "V1LayerParameter",
+    "enum_values",
     "message_class",
 ]
 
@@ -35,6 +42,13 @@ _EXPORTED = (
     "BlobProtoVector",
     "NetState",
     "NetStateRule",
+    # Their enums (PoolingParameter.MAX, ...) name the values of the emitters' fields.
+    "BNParameter",
+    "EltwiseParameter",
+    "LRNParameter",
+    "PoolingParameter",
+    "PriorBoxParameter",
+    "ReductionParameter",
 )
 
 
@@ -69,6 +83,13 @@ def message_class(name: str) -> type[Message]:
     """
     full_name = name if name.startswith(f"{_PACKAGE}.") else f"{_PACKAGE}.{name}"
     return _class_of(_pool().FindMessageTypeByName(full_name))
+
+
+@functools.cache
+def enum_values(name: str) -> dict[str, int]:
+    """The values of the top-level Caffe enum ``name`` ("Phase"), by value name."""
+    enum = _pool().FindEnumTypeByName(f"{_PACKAGE}.{name}")
+    return {value.name: value.number for value in enum.values}
 
 
 def __getattr__(name: str) -> type[Message]:

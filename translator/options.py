@@ -1,0 +1,37 @@
+"""The translation options every front end shares (command line, Python API, pyproject.toml)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from .ir import Shape
+
+
+@dataclass(frozen=True)
+class Options:
+    """Choices that change the generated code."""
+
+    fully_conv: bool = False
+    native_groups: bool = False
+    stub_unknown: bool = False
+
+
+def parse_shape(text: str) -> tuple[str, Shape]:
+    """``data=1,3,224,224`` -> ``("data", (1, 3, 224, 224))``; ValueError when it is not NAME=N,... with N > 0."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or min(shape) <= 0:
+        raise ValueError(f"{text!r} is not NAME=N,C,H,W with positive integers")
+    return name, shape
+
+
+def shape_argument(text: str) -> tuple[str, Shape]:
+    """``parse_shape`` as an argparse ``type=``, so that a bad value gets argparse's usage error."""
+    try:
+        return parse_shape(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
