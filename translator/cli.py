@@ -6,14 +6,13 @@ import argparse
 import difflib
 import importlib
 import os
-import stat
 import sys
-import tempfile
 from pathlib import Path
 
-from . import __version__
 from .errors import TranslationError
+from .files import discard, rename_into_place, write_atomically
 from .options import shape_argument
+from .version import __version__
 
 EXAMPLES = """examples:
   caffe2py deploy.prototxt > model.py
@@ -65,63 +64,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _mode_for(path: Path) -> int:
-    """The permissions ``path`` should get: its current ones, else what a plain open() would give."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _write_atomically(path: Path, data: bytes | None = None, fill=None) -> Path:
-    """Write to a temporary file beside ``path``; the caller renames it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp_path = Path(tmp)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if data is not None:
-                handle.write(data)
-        if fill is not None:
-            fill(tmp_path)
-        # mkstemp makes the file private (0600); the module should not lose the access it had.
-        os.chmod(tmp_path, _mode_for(path))
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return tmp_path
-
-
-def _rename_into_place(pending: list[tuple[Path, Path]]) -> None:
-    """Move each (temporary, final) pair into place; on failure, no temporary file is left behind."""
-    for done, (tmp, final) in enumerate(pending):
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            _discard(pending[done:])
-            raise
-
-
-def _discard(pending: list[tuple[Path, Path]]) -> None:
-    for tmp, _ in pending:
-        tmp.unlink(missing_ok=True)
-
-
 def _translate(args: argparse.Namespace, prototxt: str):
-    from .convert import translate
-    from .options import Options
+    from .convert import translate_with_options
 
-    options = Options(fully_conv=args.fully_conv, native_groups=args.native_groups, stub_unknown=args.stub_unknown)
-    translation = translate(
-        prototxt,
-        options=options,
-        phase=args.phase,
-        level=args.level,
-        stages=args.stage,
-        input_shapes=dict(args.input_shape),
-        mean=args.mean,
-    )
+    translation = translate_with_options(prototxt, args)
     if args.verbose:
         print("\n".join(translation.plan), file=sys.stderr)
     return translation
@@ -164,13 +110,13 @@ def run(argv: list[str] | None = None) -> int:
             def fill(tmp: Path) -> None:
                 write_npz(translation, args.weights, tmp, warn=lambda m: print(f"caffe2py: warning: {m}", file=sys.stderr), progress=_progress(args.weights))
 
-            pending.append((_write_atomically(npz, fill=fill), npz))
+            pending.append((write_atomically(npz, fill=fill), npz))
         if output is not None:
-            pending.append((_write_atomically(output, source), output))
+            pending.append((write_atomically(output, source), output))
     except BaseException:
-        _discard(pending)
+        discard(pending)
         raise
-    _rename_into_place(pending)
+    rename_into_place(pending)
     if output is None:
         sys.stdout.buffer.write(source)
         sys.stdout.flush()
@@ -214,7 +160,7 @@ def _sync(args: argparse.Namespace) -> int:
                 _print_diff(module, old, new)
                 print(f"would {'rewrite' if old is not None else 'write'} {module}", file=sys.stderr)
             else:
-                _rename_into_place([(_write_atomically(module, new), module)])
+                rename_into_place([(write_atomically(module, new), module)])
                 print(f"{'rewrote' if old is not None else 'wrote'} {module}")
         except (TranslationError, OSError) as exc:
             _report(exc)

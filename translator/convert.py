@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,20 @@ def translate(
     translation = Emitter(graph, options, Path(prototxt).name).run()
     translation.preprocess = describe_preprocess(graph, prototxt, mean)
     return translation
+
+
+def translate_with_options(prototxt: str | Path, args: argparse.Namespace) -> Translation:
+    """Translate with the command line's option values (``caffe2py --help``): what the CLI and the API share."""
+    options = Options(fully_conv=args.fully_conv, native_groups=args.native_groups, stub_unknown=args.stub_unknown)
+    return translate(
+        prototxt,
+        options=options,
+        phase=args.phase,
+        level=args.level,
+        stages=args.stage,
+        input_shapes=dict(args.input_shape),
+        mean=args.mean,
+    )
 
 
 def _with_fixed_bottoms(graph: Graph, options: Options, source_name: str) -> Graph:

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from .ir import Shape
 
+# Command-line options that say where outputs go or what to print, not how to translate a net: the
+# Python API and pyproject.toml's per-file tables refuse them.
+NOT_PER_NET = frozenset(
+    {"output", "write", "check", "out_dir", "weights", "npz", "list_layers", "verbose", "help", "version"}
+)
+
 
 @dataclass(frozen=True)
 class Options:

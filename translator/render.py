@@ -11,11 +11,11 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
 from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
 from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
 from .pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
+from .version import __version__
 
 NHWC_AXES = channels_last(4)
 _CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
