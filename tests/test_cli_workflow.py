@@ -13,9 +13,11 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from caffe2py import __version__, cli
+from tests.refnet import caffemodel_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -189,6 +191,19 @@ def test_a_failed_write_keeps_the_old_module_whole(tmp_path, monkeypatch, capsys
     assert (code, out, err) == (2, "", "caffe2py: error: a.py: No space left on device\n")
     assert (tmp_path / "a.py").read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.prototxt", "a.py"]
+
+
+def test_errors_about_outputs_name_the_users_paths(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _net(tmp_path / "a.prototxt", 4)
+    blobs = [np.zeros((4, 3, 3, 3), np.float32), np.zeros(4, np.float32)]
+    (tmp_path / "a.caffemodel").write_bytes(caffemodel_bytes([("conv", "Convolution", blobs)]))
+    (tmp_path / "w.npz").mkdir()
+    code, out, err = _run(capsys, "a.prototxt", "--weights", "a.caffemodel", "--npz", "w.npz")
+    assert (code, out, err) == (2, "", "caffe2py: error: w.npz: Is a directory\n")
+    code, out, err = _run(capsys, "a.prototxt", "--weights", "a.caffemodel", "-o", "missing/a.py")
+    assert (code, out, err) == (2, "", "caffe2py: error: missing/a.npz: No such file or directory\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.caffemodel", "a.prototxt", "w.npz"]
 
 
 def test_permissions_of_written_modules(tmp_path, monkeypatch, capsys):

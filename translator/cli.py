@@ -7,8 +7,10 @@ import difflib
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from .config import load as load_project_options
 from .errors import TranslationError
 from .files import discard, rename_into_place, write_atomically
 from .options import shape_argument
@@ -32,6 +34,12 @@ EXAMPLES = """examples:
 
 --write and --check exit 1 when a module is (or would be) changed and 0 when all are up to date,
 as a pre-commit hook expects; any error exits 2.
+
+Options for one prototxt can live in the pyproject.toml of its project (the first folder up from the
+prototxts with a pyproject.toml or .git), keyed by path or glob relative to that folder; options given
+on the command line win:
+  [tool.caffe2py.files."nets/fcn32s.prototxt"]
+  input-shape = ["data=1,3,500,500"]
 """
 
 
@@ -74,6 +82,7 @@ def _translate(args: argparse.Namespace, prototxt: str):
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = parser()
     args = p.parse_args(argv)
     if args.list_layers:
@@ -83,11 +92,18 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if not args.prototxt:
         p.error("a prototxt is required")
+    project = load_project_options(args.prototxt, p)
+
+    def options_for(prototxt: str) -> argparse.Namespace:
+        """Its pyproject.toml options, then the command line's, so that the command line wins."""
+        extra = project.arguments_for(prototxt) if project else []
+        return p.parse_args([*extra, *argv]) if extra else args
+
     if args.write or args.check:
         for flag, value in (("-o/--output", args.output), ("--weights", args.weights), ("--npz", args.npz)):
             if value:
                 p.error(f"{flag} cannot be combined with --write/--check (each module goes beside its prototxt or in --out-dir)")
-        return _sync(args)
+        return _sync(args, options_for)
     if len(args.prototxt) > 1:
         p.error("several prototxts need --write or --check")
     if args.out_dir:
@@ -99,7 +115,7 @@ def run(argv: list[str] | None = None) -> int:
     npz = Path(args.npz) if args.npz else (output.with_suffix(".npz") if output else None)
     if args.weights and npz is None:
         raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
-    translation = _translate(args, prototxt)
+    translation = _translate(options_for(prototxt), prototxt)
     npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
     source = render(translation, npz_name, workers=_workers()).encode("utf-8")
     pending: list[tuple[Path, Path]] = []
@@ -132,7 +148,7 @@ def _workers() -> int:
     return min(2, cpus)
 
 
-def _sync(args: argparse.Namespace) -> int:
+def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namespace]) -> int:
     """--write/--check: the contract of a pre-commit fixer (1 when anything changed, 2 on any error)."""
     from .render import render
 
@@ -151,7 +167,7 @@ def _sync(args: argparse.Namespace) -> int:
     for source, module in jobs:
         try:
             # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
-            new = render(_translate(args, source), module.with_suffix(".npz").name, workers=workers).encode("utf-8")
+            new = render(_translate(options_for(source), source), module.with_suffix(".npz").name, workers=workers).encode("utf-8")
             old = module.read_bytes() if module.exists() else None
             if new == old:
                 continue
