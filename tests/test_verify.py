@@ -121,3 +121,41 @@ def test_pycaffe_is_preferred_when_importable(capsys, tmp_path, monkeypatch):
     assert calls == ["cpu", ("Net", "TEST")]
     assert "against pycaffe" in out.splitlines()[0]
     assert code == 1 and "the first is 'ip2'" in out.splitlines()[-1]
+
+
+BN_NET = """name: "bn"
+input: "data" input_shape { dim: 1 dim: 3 dim: 12 dim: 12 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "PReLU" bottom: "conv" top: "conv" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 5 } }
+"""
+
+
+def test_without_a_caffemodel_random_weights_go_through_both_runtimes(capsys, tmp_path):
+    prototxt = tmp_path / "bn.prototxt"
+    prototxt.write_text(BN_NET)
+    code, out, err = run(capsys, prototxt, "--seed", "3")
+    assert (code, err) == (0, ""), out + err
+    lines = out.splitlines()
+    assert lines[0].endswith("random weights (seed 3)")
+    assert [line.split()[0] for line in lines[2:-1]] == ["conv", "fc"] and lines[-1] == "ok: all 2 blobs within 0.0001"
+    # The same seed gives the same weights; --npz has no caffemodel to be checked against.
+    translation = translate(prototxt)
+    verify.write_random_caffemodel(translation, 3, tmp_path / "a.caffemodel")
+    verify.write_random_caffemodel(translation, 3, tmp_path / "b.caffemodel")
+    assert (tmp_path / "a.caffemodel").read_bytes() == (tmp_path / "b.caffemodel").read_bytes()
+    code, _, err = run(capsys, prototxt, "--npz", tmp_path / "w.npz")
+    assert code == 2 and "--npz needs the caffemodel" in err
+
+
+def test_random_weights_are_he_scaled_with_positive_variances():
+    rng = np.random.default_rng(0)
+    kernel, bias = verify.random_blobs(rng, [(64, 32, 3, 3), (64,)])
+    assert abs(kernel.std() / np.sqrt(2 / (32 * 9)) - 1) < 0.05 and abs(kernel.mean()) < 0.01
+    assert 0 < np.abs(bias).max() < 0.6
+    _, variance, factor = verify.random_blobs(rng, [(64,), (64,), (1,)])  # BatchNorm's blobs
+    assert variance.min() >= 0.5 and factor[0] > 0
+    scale, _ = verify.random_blobs(rng, [(1, 16, 1, 1), (1, 16, 1, 1)])  # SegNet's BN: per channel
+    assert scale.min() >= 0.5

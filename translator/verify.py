@@ -36,12 +36,66 @@ def parser() -> argparse.ArgumentParser:
         "Caffe importer) on the same random input; print every blob's error; exit 1 if any exceeds the tolerance.",
     )
     p.add_argument("prototxt", help="the net definition, e.g. deploy.prototxt")
-    p.add_argument("caffemodel", help="its weights, e.g. net.caffemodel")
+    p.add_argument("caffemodel", nargs="?", help="its weights, e.g. net.caffemodel; without it, seeded random weights (He-scaled, positive variances)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error allowed: max |difference| over max |Caffe value| (default 1e-4)")
     p.add_argument("--input-shape", action="append", type=shape_argument, default=[], metavar="NAME=N,C,H,W", help="shape of an input blob instead of the prototxt's (repeatable)")
     p.add_argument("--npz", metavar="PATH", help="Keras weights to use instead of converting the caffemodel (to check a given .npz)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input, uniform in [-1, 1] (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input, uniform in [-1, 1], and of random weights (default 0)")
     return p
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def random_blobs(rng: np.random.Generator, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """Weights that keep activations near unit scale through a deep net, and that Caffe accepts.
+
+    Weight blobs (two or more axes of size > 1) are He-scaled: normal with variance 2 / fan-in.
+    Per-channel blobs of a layer with weights are biases (small); those of a layer without weights
+    are scales, slopes, means and variances: uniform in [0.5, 1.5], so a variance is positive.
+    """
+
+    def per_channel(shape: tuple[int, ...]) -> bool:
+        return sum(d > 1 for d in shape) <= 1
+
+    has_weights = not all(per_channel(s) for s in shapes)
+    blobs = []
+    for shape in shapes:
+        if not per_channel(shape):
+            blob = rng.normal(0.0, np.sqrt(2.0 / max(1, int(np.prod(shape[1:])))), shape)
+        elif has_weights:
+            blob = rng.normal(0.0, 0.1, shape)
+        else:
+            blob = rng.uniform(0.5, 1.5, shape)
+        blobs.append(blob.astype("<f4"))
+    return blobs
+
+
+def write_random_caffemodel(translation: Translation, seed: int, path: Path) -> None:
+    """A binary caffemodel with seeded random weights for every layer the translation needs."""
+    from .schema import BlobProto, LayerParameter
+
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as out:
+        for expect in translation.expectations:
+            layer = LayerParameter(name=expect.layer, type=expect.layer_type).SerializeToString()
+            for blob in random_blobs(rng, [tuple(s) for s in expect.shapes]):
+                proto = BlobProto()
+                proto.shape.dim.extend(blob.shape)
+                # The packed float data (BlobProto field 5) straight from the array: no Python floats.
+                layer += _field(7, proto.SerializeToString() + _field(5, blob.tobytes()))
+            out.write(_field(100, layer))  # NetParameter.layer
 
 
 def caffe_writers(prototxt: Path, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, int]]:
@@ -167,13 +221,29 @@ def table(rows: list[Row], tolerance: float) -> str:
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .convert import translate
-    from .weights import write_npz
 
-    prototxt, caffemodel = Path(args.prototxt), Path(args.caffemodel)
-    if not caffemodel.is_file():
-        raise TranslationError("no such caffemodel file", path=str(caffemodel))
+    prototxt = Path(args.prototxt)
+    if args.caffemodel is None and args.npz:
+        raise TranslationError("--npz needs the caffemodel it was converted from")
+    if args.caffemodel is not None and not Path(args.caffemodel).is_file():
+        raise TranslationError("no such caffemodel file", path=args.caffemodel)
     shapes = dict(args.input_shape)
     translation = translate(prototxt, input_shapes=shapes)
+    with tempfile.TemporaryDirectory(prefix="caffe2py_verify_") as tmp:
+        if args.caffemodel is None:
+            caffemodel = Path(tmp) / f"{prototxt.stem}.random.caffemodel"
+            write_random_caffemodel(translation, args.seed, caffemodel)
+        else:
+            caffemodel = Path(args.caffemodel)
+        return _compare(args, prototxt, caffemodel, translation, shapes, Path(tmp))
+
+
+def _compare(
+    args: argparse.Namespace, prototxt: Path, caffemodel: Path, translation: Translation, shapes: dict, tmp: Path
+) -> int:
+    """Run both runtimes on one seeded input; print the table; 0 when every blob is within the tolerance."""
+    from .weights import write_npz
+
     rng = np.random.default_rng(args.seed)
     inputs = {}
     for tensor in translation.inputs:
@@ -193,15 +263,15 @@ def run(argv: list[str] | None = None) -> int:
         raise TranslationError("no Caffe runtime to compare with: install pycaffe, or pip install 'opencv-python-headless<5'")
 
     common = [b for b in order if b in theirs]
-    print(f"{prototxt.name}: Keras against {runtime}, input uniform in [-1, 1] (seed {args.seed})")
+    weights = "" if args.caffemodel else f", random weights (seed {args.seed})"
+    print(f"{prototxt.name}: Keras against {runtime}, input uniform in [-1, 1] (seed {args.seed}){weights}")
     if not common:
         print(f"no blob could be compared: {runtime} exposed none of the translation's blobs")
         return 1
-    with tempfile.TemporaryDirectory(prefix="caffe2py_verify_") as tmp:
-        npz = Path(args.npz) if args.npz else Path(tmp) / "weights.npz"
-        if not args.npz:
-            write_npz(translation, caffemodel, npz)
-        ours = keras_blobs(translation, npz, inputs, common)
+    npz = Path(args.npz) if args.npz else tmp / "weights.npz"
+    if not args.npz:
+        write_npz(translation, caffemodel, npz, display=args.caffemodel)
+    ours = keras_blobs(translation, npz, inputs, common)
 
     rows = compare(ours, theirs, common)
     print(table(rows, args.tolerance))
