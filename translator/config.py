@@ -50,8 +50,13 @@ class ProjectOptions:
         return arguments
 
 
-def load(paths: Sequence[str | Path], parser: argparse.ArgumentParser) -> ProjectOptions | None:
-    """The per-file options of the project the given prototxts are in, checked against ``parser``'s options."""
+def load(
+    paths: Sequence[str | Path], parser: argparse.ArgumentParser, *, only_known: bool = False
+) -> ProjectOptions | None:
+    """The per-file options of the project the given prototxts are in, checked against ``parser``'s options.
+
+    ``only_known``: skip the options ``parser`` lacks (``caffe2py verify`` takes only some of them).
+    """
     root = find_project_root(paths)
     if root is None or not (root / "pyproject.toml").is_file():
         return None
@@ -73,6 +78,8 @@ def load(paths: Sequence[str | Path], parser: argparse.ArgumentParser) -> Projec
         where = f'[tool.caffe2py.files."{pattern}"]'
         if not isinstance(table, dict):
             raise TranslationError(f"{where} must be a table of options", path=str(pyproject))
+        if only_known:
+            table = {key: value for key, value in table.items() if f"--{key}" in parser._option_string_actions}
         args = [arg for key, value in table.items() for arg in _arguments(parser, key, value, root, where, pyproject)]
         tables.append((pattern, tuple(args)))
     return ProjectOptions(pyproject, tuple(tables))

@@ -219,8 +219,17 @@ def table(rows: list[Row], tolerance: float) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    from .config import load as load_project_options
     from .convert import translate
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    # The options pyproject.toml gives this prototxt (those verify takes), then the command line's.
+    project = load_project_options([args.prototxt], p, only_known=True)
+    extra = project.arguments_for(args.prototxt) if project else []
+    if extra:
+        args = p.parse_args([*extra, *argv])
 
     prototxt = Path(args.prototxt)
     if args.caffemodel is None and args.npz:
