@@ -78,6 +78,10 @@ def test_convert_weights(net, tmp_path):
         np.testing.assert_array_equal(arrays["fc/kernel"], fc.reshape(4, 3, 2, 2).transpose(2, 3, 1, 0).reshape(12, 4))
     translated = caffe2py.translate(net, input_shape={"data": (1, 2, 4, 4)}, npz=npz)
     assert '"weights.npz"' in translated.source
+    kernel[0, 0, 0, 0] = np.nan
+    model.write_bytes(caffemodel_bytes([("conv", "Convolution", [kernel, bias]), ("fc", "InnerProduct", [fc, np.zeros(4)])]))
+    with pytest.warns(UserWarning, match=r"tiny\.caffemodel: layer 'conv': weights contain NaN"):
+        translated.convert_weights(model, npz)
 
 
 def test_errors(net, tmp_path):

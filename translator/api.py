@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,8 @@ class TranslatedNet:
         """Write ``caffemodel``'s blobs to ``npz`` in the module's Keras layout; returns the keys written.
 
         Raises TranslationError when the caffemodel lacks a layer the net needs or holds a blob of the
-        wrong shape; ``npz`` is then left as it was. ``warn`` receives warnings (NaN weights, ...).
+        wrong shape; ``npz`` is then left as it was. Warnings (NaN weights, ...) go to ``warn``, by
+        default to ``warnings.warn``.
         """
         from .weights import write_npz
 
@@ -51,7 +53,7 @@ class TranslatedNet:
         keys: list[str] = []
 
         def fill(tmp: Path) -> None:
-            keys.extend(write_npz(self.translation, caffemodel, tmp, warn=warn or (lambda message: None)))
+            keys.extend(write_npz(self.translation, caffemodel, tmp, warn=warn or warnings.warn))
 
         rename_into_place([(write_atomically(target, fill=fill), target)])
         return keys
