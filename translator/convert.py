@@ -14,6 +14,7 @@ from .options import Options
 from .parse import read_prototxt
 from .preprocess import describe as describe_preprocess
 from .render import render
+from .training import frozen_variables, variable_multipliers
 
 
 def translate(
@@ -38,6 +39,7 @@ def translate(
         graph = _with_fixed_bottoms(graph, options, Path(prototxt).name)
     translation = Emitter(graph, options, Path(prototxt).name).run()
     translation.preprocess = describe_preprocess(graph, prototxt, mean)
+    translation.frozen = frozen_variables(variable_multipliers(graph, translation, only_frozen=True))
     return translation
 
 

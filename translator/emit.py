@@ -128,6 +128,7 @@ class EmitContext:
         self.options = emitter.options
         self.inputs = [emitter.values[key] for key in node.bottoms]
         self.graph_outputs = frozenset(emitter.graph.outputs)
+        self.phase = emitter.graph.phase
         self._lines: list[str] = []
         self._named = False
 

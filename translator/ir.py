@@ -119,3 +119,4 @@ class Translation:
     expectations: list[BlobExpectation] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)  # one line per Caffe layer, for -v
     preprocess: dict[str, Any] | None = None
+    frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it

@@ -73,6 +73,11 @@ def vector(blob: np.ndarray) -> np.ndarray:
     return blob.reshape(-1)
 
 
+def scalar(blob: np.ndarray) -> np.ndarray:
+    """A one-element Caffe blob (BatchNorm's scale factor) as a 0-D array."""
+    return blob.reshape(())
+
+
 def group_slice(blob: np.ndarray, group: int, groups: int) -> np.ndarray:
     """The rows of a stacked per-group blob that belong to ``group``."""
     size = blob.shape[0] // groups

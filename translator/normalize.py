@@ -37,6 +37,7 @@ class Graph:
     # (input blob, caffe.TransformationParameter) of each kept data layer that has one: how Caffe
     # prepared its images (mean, scale, crop), for the module's preprocess().
     transforms: tuple[tuple[str, Any], ...] = ()
+    phase: str = "TEST"  # what Caffe layers default to (BatchNorm's use_global_stats)
 
 
 def _is_data_layer(layer) -> bool:
@@ -145,6 +146,7 @@ def build_graph(
         outputs=tuple(builder.net_outputs()),
         notes=tuple(builder.notes),
         transforms=tuple(builder.transforms),
+        phase=phase,
     )
 
 

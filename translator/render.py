@@ -169,6 +169,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "body": body,
         "model_name": model_name,
         "preprocess": preprocess_fields(t.preprocess),
+        "frozen": [{"key": string(k), "why": string(v)} for k, v in t.frozen.items()],
     }
 
 

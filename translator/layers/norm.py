@@ -50,8 +50,6 @@ def batch_norm(ctx: LayerContext) -> None:
     x = ctx.x
     if x.rank < 2:
         raise ctx.error("BatchNorm needs a blob with a channel axis")
-    if p.HasField("use_global_stats") and not p.use_global_stats:
-        raise ctx.error("use_global_stats: false normalizes with batch statistics at inference; not supported")
     if x.flat_of is not None:
         x = ctx.in_layout(x, x.layout)
     channels = x.shape[1]
@@ -60,13 +58,17 @@ def batch_norm(ctx: LayerContext) -> None:
     axis = keras_axis(x.keras_axis(1), x.rank)
     kwargs = {"axis": axis} if axis != -1 else {}
     kwargs["epsilon"] = p.eps
+    # Caffe's default: the stored statistics in the TEST phase, the batch's in TRAIN.
+    global_stats = p.use_global_stats if p.HasField("use_global_stats") else ctx.phase == "TEST"
+    if not global_stats:
+        kwargs.update(use_global_stats=False, moving_average_fraction=p.moving_average_fraction)
     bias = scale is not None and scale.param.scale_param.bias_term
     if scale is None:
         kwargs.update(center=False, scale=False)
     elif not bias:
         kwargs["center"] = False
     comment = f"+ Scale {scale.name!r} (fused: gamma and beta)" if scale is not None else None
-    target, producer = ctx.call("layers.BatchNormalization", inputs=x, comment=comment, **kwargs)
+    target, producer = ctx.call(ctx.helper("CaffeBatchNorm"), inputs=x, comment=comment, **kwargs)
     if scale is not None:
         ctx.expect_blobs((channels,), *([(channels,)] if bias else []), layer=scale)
         ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]), source=scale)
@@ -75,6 +77,8 @@ def batch_norm(ctx: LayerContext) -> None:
         ctx.absorb(scale)
     ctx.weight(producer, "moving_mean", lambda b: layout.batchnorm_stats(b, 0))
     ctx.weight(producer, "moving_variance", lambda b: layout.batchnorm_stats(b, 1))
+    if not global_stats:
+        ctx.weight(producer, "scale_factor", lambda b: layout.scalar(b[2]))
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
