@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   caffe2py nets/*.prototxt --write --out-dir models                # the modules in models/ instead
   caffe2py deploy.prototxt --weights net.caffemodel --npz w.npz    # the module on stdout, the weights in w.npz
   caffe2py train_val.prototxt --phase TRAIN --input-shape data=1,3,227,227 > train.py
+  caffe2py train.prototxt --phase TRAIN --solver solver.prototxt --weights init.caffemodel -o train.py
   caffe2py resnext.prototxt --native-groups > resnext.py           # Conv2D(groups=32), not 32 convolutions
   caffe2py fork_net.prototxt --stub-unknown > model.py             # a stub class for each unknown layer type
   caffe2py deploy.prototxt -v > model.py                           # the layer-by-layer plan on stderr
@@ -64,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=shape_argument, default=[], metavar="NAME=N,C,H,W", help="shape of an input or data blob, e.g. --input-shape data=1,3,224,224 (repeatable)")
     p.add_argument("--fully-conv", action="store_true", help="InnerProduct on spatial input becomes a convolution; spatial input sizes become free")
     p.add_argument("--mean", metavar="BINARYPROTO", help="the mean image Caffe subtracts, for preprocess(), e.g. --mean imagenet_mean.binaryproto")
+    p.add_argument("--solver", metavar="PROTOTXT", help="with --phase TRAIN: add compile_model() doing what this solver.prototxt and the net's loss layers do")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
     p.add_argument("--stub-unknown", action="store_true", help="emit a stub layer class for each unsupported layer type instead of failing")
     p.add_argument("--list-layers", action="store_true", help="print the supported Caffe layer types and exit")

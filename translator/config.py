@@ -15,7 +15,7 @@ from .errors import TranslationError
 from .options import NOT_PER_NET
 
 # Options whose value is a file: relative paths in pyproject.toml are relative to the project root.
-PATH_OPTIONS = frozenset({"mean"})
+PATH_OPTIONS = frozenset({"mean", "solver"})
 
 
 def find_project_root(paths: Sequence[str | Path]) -> Path | None:

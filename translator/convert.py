@@ -14,6 +14,8 @@ from .options import Options
 from .parse import read_prototxt
 from .preprocess import describe as describe_preprocess
 from .render import render
+from .solver import describe as describe_solver
+from .solver import loss_graph, read_solver
 from .training import frozen_variables, variable_multipliers
 
 
@@ -27,19 +29,29 @@ def translate(
     input_shapes: Mapping[str, Shape] | None = None,
     display: str | None = None,
     mean: str | Path | None = None,
+    solver: str | Path | None = None,
 ) -> Translation:
     """Parse, filter and emit one net; raises TranslationError on bad input.
 
     ``mean``: a mean .binaryproto for the module's preprocess(), overriding the data layer's mean.
+    ``solver``: a solver.prototxt for the module's compile_model() (with phase TRAIN).
     """
     options = options or Options()
     parsed = read_prototxt(prototxt, display)
     graph = build_graph(parsed, phase=phase, level=level, stages=stages, input_shapes=input_shapes)
+    solver_param = read_solver(solver) if solver is not None else None
+    if solver_param is not None:
+        graph = loss_graph(graph, str(solver))
     if options.fully_conv:
         graph = _with_fixed_bottoms(graph, options, Path(prototxt).name)
-    translation = Emitter(graph, options, Path(prototxt).name).run()
+    emitter = Emitter(graph, options, Path(prototxt).name)
+    translation = emitter.run()
     translation.preprocess = describe_preprocess(graph, prototxt, mean)
     translation.frozen = frozen_variables(variable_multipliers(graph, translation, only_frozen=True))
+    if solver_param is not None:
+        translation.training = describe_solver(solver_param, str(solver), graph, translation, emitter.values)
+        kinds = [kind for kind, _, _ in translation.training["losses"]]
+        translation.helpers += [h for h in dict.fromkeys(["CaffeLearningRate", "CaffeSolver", *kinds]) if h not in translation.helpers]
     return translation
 
 
@@ -54,6 +66,7 @@ def translate_with_options(prototxt: str | Path, args: argparse.Namespace) -> Tr
         stages=args.stage,
         input_shapes=dict(args.input_shape),
         mean=args.mean,
+        solver=args.solver,
     )
 
 

@@ -120,3 +120,4 @@ class Translation:
     plan: list[str] = field(default_factory=list)  # one line per Caffe layer, for -v
     preprocess: dict[str, Any] | None = None
     frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it
+    training: dict[str, Any] | None = None  # --solver: what compile_model() does (solver.describe)

@@ -38,6 +38,9 @@ class Graph:
     # prepared its images (mean, scale, crop), for the module's preprocess().
     transforms: tuple[tuple[str, Any], ...] = ()
     phase: str = "TEST"  # what Caffe layers default to (BatchNorm's use_global_stats)
+    # The loss layers (no tops) over the blobs they read, and the inputs only they read (labels).
+    losses: tuple[Node, ...] = ()
+    targets: tuple[tuple[tuple[str, int], Shape], ...] = ()
 
 
 def _is_data_layer(layer) -> bool:
@@ -147,6 +150,8 @@ def build_graph(
         notes=tuple(builder.notes),
         transforms=tuple(builder.transforms),
         phase=phase,
+        losses=tuple(builder.losses),
+        targets=tuple(builder.targets()),
     )
 
 
@@ -162,7 +167,7 @@ def _kept_layers(parsed: ParsedNet, phase: str, level: int, stages: Sequence[str
         where = {"path": parsed.path, "line": line, "layer": layer.name, "layer_type": layer.type}
         if layer.include and layer.exclude:
             raise TranslationError("has both include and exclude rules (Caffe allows one kind)", **where)
-        if _included(layer, phase_id, level, stage_set) and not _is_training_only(layer.type):
+        if _included(layer, phase_id, level, stage_set):
             yield layer, where
 
 
@@ -179,6 +184,7 @@ class _GraphBuilder:
         self.nodes: list[Node] = []
         self.notes: list[str] = []
         self.transforms: list[tuple[str, Any]] = []
+        self.losses: list[Node] = []
 
     def add_input(self, name: str, shape: Shape | None, where: dict) -> None:
         if name in self.version:
@@ -205,12 +211,20 @@ class _GraphBuilder:
 
     def add_layer(self, layer, where: dict) -> None:
         """An Input layer or a data layer declares inputs; any other layer becomes a node."""
-        if layer.type == "Input":
+        if _is_training_only(layer.type):
+            self._add_loss(layer, where)
+        elif layer.type == "Input":
             self._add_input_layer(layer, where)
         elif _is_data_layer(layer):
             self._add_data_layer(layer, where)
         else:
             self._add_node(layer, where)
+
+    def _add_loss(self, layer, where: dict) -> None:
+        """A loss layer is kept aside (for --solver) over the blobs it reads; accuracies are dropped."""
+        if layer.type.endswith("Loss") and all(blob in self.version for blob in layer.bottom):
+            read = tuple((blob, self.version[blob]) for blob in layer.bottom)
+            self.losses.append(Node(layer.name, layer.type, layer, read, (), where["line"]))
 
     def _add_input_layer(self, layer, where: dict) -> None:
         shapes = layer.input_param.shape
@@ -260,6 +274,11 @@ class _GraphBuilder:
                 f"the shape of input {name!r} is unknown: pass --input-shape {name}=N,C,H,W", **where
             )
         return [(key, shape) for key, shape in self.inputs if self.consumed.get(key)]
+
+    def targets(self) -> list[tuple[tuple[str, int], Shape]]:
+        """The inputs that only loss layers read (labels, regression targets)."""
+        read = {key for node in self.losses for key in node.bottoms}
+        return [(key, shape) for key, shape in self.inputs if not self.consumed.get(key) and key in read]
 
     def net_outputs(self) -> list[tuple[str, int]]:
         """Caffe's net outputs: blobs left unconsumed at the end, in the order of its std::set (by name)."""

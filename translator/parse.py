@@ -42,13 +42,13 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
         # Parse, not Merge: like Caffe's TextFormat::Parse, a field given twice where one is allowed is an error.
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
-        raise _syntax_error(exc, text, shown) from None
+        raise syntax_error(exc, text, shown) from None
     lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
     net = upgrade_net(net, shown)
     return ParsedNet(net=net, path=shown, data=data, layer_lines=lines)
 
 
-def _syntax_error(exc: text_format.ParseError, text: str, shown: str) -> TranslationError:
+def syntax_error(exc: text_format.ParseError, text: str, shown: str) -> TranslationError:
     message = re.sub(r"^\d+(:\d+)? : ", "", str(exc))
     line, column = exc.GetLine(), exc.GetColumn()
     # Protobuf quotes the whole offending line before some messages; file:line says where already.

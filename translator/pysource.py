@@ -180,7 +180,7 @@ NHWC = "NHWC"
 # Names the generated module defines or imports at top level, plus builtins it relies on.
 MODULE_NAMES = frozenset(
     {CHAIN, NHWC, "keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
-     "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "FROZEN", "_freeze",
+     "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "FROZEN", "_freeze", "MULTIPLIERS", "compile_model", "schedule", "optimizer",
      "_layers_with_weights", "_pair", "int", "float", "tuple", "list", "dict", "len", "range", "print",
      "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}
 )

@@ -15,6 +15,7 @@ from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_cal
 from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
 from .pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
+from .solver import present as training_fields
 from .version import __version__
 
 NHWC_AXES = channels_last(4)
@@ -169,6 +170,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "body": body,
         "model_name": model_name,
         "preprocess": preprocess_fields(t.preprocess),
+        "training": training_fields(t.training),
         "frozen": [{"key": string(k), "why": string(v)} for k, v in t.frozen.items()],
     }
 
