@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,239 @@ def test_train_case_reproduces_caffe_iteration_by_iteration(case, tmp_path):
             got, ref = variables[spec.key].numpy(), _materialized(spec.convert(caffe[spec.layer]))
             error = np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)
             assert error <= 1e-4, f"iteration {k}: {spec.key} differs from Caffe's by {error:.2e} of its largest value"
+
+
+# -- --solver: the other solvers and policies, against a NumPy restatement of Caffe's solvers -------
+
+REGRESSION = """
+name: "regression"
+layer { name: "input" type: "Input" top: "data" top: "target"
+  input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  param { lr_mult: 1 } param { lr_mult: 2 decay_mult: 0 } inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }
+"""
+
+
+def caffe_learning_rate(s: dict, it: int) -> float:
+    """SGDSolver::GetLearningRate, ``it`` being Caffe's iter_ (0 in the first iteration)."""
+    policy, base, gamma = s["lr_policy"], s["base_lr"], s.get("gamma", 0.0)
+    if policy == "fixed":
+        return base
+    if policy == "step":
+        return base * gamma ** (it // s["stepsize"])
+    if policy == "exp":
+        return base * gamma**it
+    if policy == "inv":
+        return base * (1 + gamma * it) ** -s["power"]
+    if policy == "multistep":
+        step = 0
+        for i in range(it + 1):  # current_step_ advances at most once per iteration
+            if step < len(s["stepvalue"]) and i >= s["stepvalue"][step]:
+                step += 1
+        return base * gamma**step
+    if policy == "poly":
+        return base * (1 - it / s["max_iter"]) ** s["power"]
+    return base / (1 + np.exp(-gamma * (it - s["stepsize"])))  # sigmoid
+
+
+def caffe_train(s: dict, params: list, grads, iterations: int) -> list[list[np.ndarray]]:
+    """Solver::Step + SGDSolver::ApplyUpdate and each solver's ComputeUpdateValue (src/caffe/solvers/)."""
+    lr_mult, decay_mult = (1.0, 2.0), (1.0, 0.0)  # the net's ParamSpecs (weights, bias)
+    kind, momentum, delta = s.get("type", "SGD"), s.get("momentum", 0.0), s.get("delta", 1e-8)
+    iter_size, clip = s.get("iter_size", 1), s.get("clip_gradients", -1.0)
+    history = [np.zeros_like(p) for p in params]
+    history2 = [np.zeros_like(p) for p in params]
+    trace = []
+    for it in range(iterations):
+        diffs = [sum(g) for g in zip(*(grads(params, it, j) for j in range(iter_size)))]
+        rate = caffe_learning_rate(s, it)
+        norm = np.sqrt(sum((d**2).sum() for d in diffs))  # ClipGradients
+        if 0 <= clip < norm:
+            diffs = [d * (clip / norm) for d in diffs]
+        for i, (p, d) in enumerate(zip(params, diffs)):
+            d = d / iter_size  # Normalize
+            decay = s.get("weight_decay", 0.0) * decay_mult[i]  # Regularize
+            d = d + decay * (p if s.get("regularization_type", "L2") == "L2" else np.sign(p))
+            local = rate * lr_mult[i]
+            h, h2 = history[i], history2[i]
+            if kind == "SGD":
+                h[...] = local * d + momentum * h
+                update = h.copy()
+            elif kind == "Nesterov":
+                old = h.copy()
+                h[...] = momentum * h + local * d
+                update = (1 + momentum) * h - momentum * old
+            elif kind == "AdaGrad":
+                h += d**2
+                update = local * d / (np.sqrt(h) + delta)
+            elif kind == "RMSProp":
+                h[...] = (1 - s["rms_decay"]) * d**2 + s["rms_decay"] * h
+                update = local * d / (np.sqrt(h) + delta)
+            elif kind == "AdaDelta":
+                h[...] = (1 - momentum) * d**2 + momentum * h
+                d = d * np.sqrt((h2 + delta) / (h + delta))
+                h2[...] = (1 - momentum) * d**2 + momentum * h2
+                update = local * d
+            else:  # Adam
+                t = it + 1
+                correction = np.sqrt(1 - s["momentum2"] ** t) / (1 - momentum**t)
+                h[...] = (1 - momentum) * d + momentum * h
+                h2[...] = (1 - s["momentum2"]) * d**2 + s["momentum2"] * h2
+                update = local * correction * h / (np.sqrt(h2) + delta)
+            p -= update
+        trace.append([p.copy() for p in params])
+    return trace
+
+
+SOLVERS = {
+    "adagrad_exp": {"type": "AdaGrad", "base_lr": 0.5, "lr_policy": "exp", "gamma": 0.8, "delta": 1e-6,
+                    "weight_decay": 0.01},
+    "rmsprop_inv": {"type": "RMSProp", "base_lr": 0.05, "lr_policy": "inv", "gamma": 0.5, "power": 0.75,
+                    "rms_decay": 0.9, "weight_decay": 0.01, "regularization_type": "L1"},
+    "adadelta_poly_iter_size": {"type": "AdaDelta", "base_lr": 1.0, "lr_policy": "poly", "power": 1.5,
+                                "max_iter": 8, "momentum": 0.95, "delta": 1e-6, "iter_size": 2},
+    "sgd_sigmoid_clip_l1": {"type": "SGD", "base_lr": 0.2, "lr_policy": "sigmoid", "gamma": -0.5, "stepsize": 2,
+                            "momentum": 0.8, "weight_decay": 0.02, "regularization_type": "L1",
+                            "clip_gradients": 0.5, "iter_size": 2},
+}
+
+
+def _solver_text(s: dict) -> str:
+    lines = ['net: "net.prototxt"', "max_iter: 8"] if "max_iter" not in s else ['net: "net.prototxt"']
+    for key, value in s.items():
+        lines.append(f'{key}: "{value}"' if isinstance(value, str) else f"{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_solver_matches_numpy_restatement_of_caffe(name, tmp_path):
+    from caffe2py.convert import translate
+    from caffe2py.render import render
+    from caffe2py.weights import write_npz
+
+    s = SOLVERS[name]
+    (tmp_path / "net.prototxt").write_text(REGRESSION)
+    (tmp_path / "solver.prototxt").write_text(_solver_text(s))
+    rng = np.random.default_rng(len(name))
+    weight, bias = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    (tmp_path / "net.caffemodel").write_bytes(caffemodel_bytes([("ip", "InnerProduct", [weight, bias])]))
+    translation = translate(tmp_path / "net.prototxt", phase="TRAIN", solver=tmp_path / "solver.prototxt")
+    write_npz(translation, tmp_path / "net.caffemodel", tmp_path / "net.npz")
+    module = load_module(render(translation, "net.npz"))
+    model = module.compile_model(module.build_model())
+    module.load_weights(model, tmp_path / "net.npz")
+    iter_size, iterations = s.get("iter_size", 1), 6
+    batches = [[(rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 2))) for _ in range(iter_size)] for _ in range(iterations)]
+
+    def euclidean_grads(params, it, j):  # EuclideanLoss over InnerProduct: sum((xW'+b-t)**2) / 2N
+        x, t = batches[it][j]
+        diff = x @ params[0].T + params[1] - t
+        return [diff.T @ x / len(x), diff.sum(0) / len(x)]
+
+    trace = caffe_train(s, [weight.astype(np.float64), bias.astype(np.float64)], euclidean_grads, iterations)
+    layer = model.get_layer("ip")
+    for it in range(iterations):
+        np.testing.assert_allclose(float(model.optimizer.learning_rate), caffe_learning_rate(s, it), rtol=1e-5)
+        for x, t in batches[it]:
+            model.train_on_batch(x.astype(np.float32), t.astype(np.float32))
+        for got, want in ((layer.kernel.numpy().T, trace[it][0]), (layer.bias.numpy(), trace[it][1])):
+            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), (name, it, got, want)
+
+
+@pytest.mark.parametrize("policy", ["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"])
+def test_learning_rate_policies_match_caffe(policy):
+    import keras  # noqa: F401  (the module's classes need Keras)
+
+    from caffe2py.render import templates_dir
+
+    source = "import keras\nfrom keras import ops\n\n\n" + (templates_dir() / "helpers" / "CaffeLearningRate.py.jinja").read_text()
+    module = load_module(source)
+    s = {"base_lr": 0.1, "lr_policy": policy, "gamma": 0.9 if policy != "sigmoid" else -0.2, "power": 0.7,
+         "stepsize": 4, "stepvalue": (3, 5, 11), "max_iter": 40}
+    for iter_size in (1, 3):
+        schedule = module.CaffeLearningRate(**s, iter_size=iter_size)
+        for step in range(0, 40 * iter_size, 2):
+            want = caffe_learning_rate(s, step // iter_size)
+            np.testing.assert_allclose(float(schedule(step)), want, rtol=2e-6, err_msg=f"{policy} step {step}")
+
+
+LOSSES = """
+name: "losses"
+layer { name: "input" type: "Input" top: "data" top: "labels" top: "bits" top: "classes"
+  input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 dim: 1 dim: 4 dim: 4 }
+                shape { dim: 2 dim: 2 dim: 4 dim: 4 } shape { dim: 2 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "seg_loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "labels" top: "seg_loss"
+  loss_weight: 0.5 loss_param { ignore_label: 255 normalization: FULL } }
+layer { name: "logit" type: "Convolution" bottom: "data" top: "logit" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "bit_loss" type: "SigmoidCrossEntropyLoss" bottom: "logit" bottom: "bits" top: "bit_loss" }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }
+layer { name: "hinge" type: "HingeLoss" bottom: "ip" bottom: "classes" top: "hinge" loss_weight: 2
+  hinge_loss_param { norm: L2 } }
+"""
+
+
+def test_loss_layers_match_caffe(tmp_path):
+    from caffe2py.convert import translate_to_source
+
+    (tmp_path / "net.prototxt").write_text(LOSSES)
+    (tmp_path / "solver.prototxt").write_text('base_lr: 0 lr_policy: "fixed"\n')
+    module = load_module(translate_to_source(tmp_path / "net.prototxt", phase="TRAIN", solver=tmp_path / "solver.prototxt"))
+    model = module.compile_model(module.build_model())
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 4, 4, 1)).astype(np.float32)
+    labels[0, 0, :2] = 255
+    bits = rng.integers(0, 2, (2, 4, 4, 2)).astype(np.float32)
+    classes = np.float32([2, 0])
+    score, logit, ip = (np.asarray(v, np.float64) for v in model.predict(x, verbose=0))
+    # SoftmaxWithLoss: -log softmax over channels at each labelled position; FULL divides by N*H*W.
+    log_prob = score - score.max(-1, keepdims=True)
+    log_prob -= np.log(np.exp(log_prob).sum(-1, keepdims=True))
+    flat, label = log_prob.reshape(-1, 4), labels.reshape(-1).astype(int)
+    kept = label != 255
+    seg = -flat[kept, label[kept]].sum() / label.size
+    # SigmoidCrossEntropyLoss (Caffe's stable form), divided by the batch size by default.
+    positive = (logit >= 0).astype(np.float64)
+    bit = -(logit * (bits - positive) - np.log(1 + np.exp(logit - 2 * logit * positive))).sum() / 2
+    # HingeLoss L2: squared margins max(0, 1 -+ score) over the batch size.
+    sign = np.where(np.arange(3) == classes[:, None], -1.0, 1.0)
+    hinge = (np.maximum(0, 1 + sign * ip) ** 2).sum() / 2
+    total = model.train_on_batch(x, [labels, bits, classes])
+    np.testing.assert_allclose(float(np.ravel(total)[0]), 0.5 * seg + bit + 2 * hinge, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("solver", "net_change", "message"),
+    [
+        ('base_lr: 0.1 lr_policy: "cosine"', None, "lr_policy: 'cosine' is not one of Caffe's policies"),
+        ('base_lr: 0.1 lr_policy: "fixed" type: "Lion"', None, "type: 'Lion' is not one of Caffe's solvers"),
+        ('base_lr: 0.1 lr_policy: "fixed" regularization_type: "L3"', None, "regularization_type: 'L3'"),
+        ('base_lr: 0.1 lr_policy: "step"', None, "stepsize: lr_policy step needs a positive stepsize"),
+        ('base_lr: 0.1 lr_policy: "fixed" type: "AdaGrad" momentum: 0.9', None, "momentum: Caffe's AdaGrad"),
+        ('base_lr: 0.1 lr_policy: "multistep" stepvalue: 5 stepvalue: 2', None, "stepvalue: [5, 2] must increase"),
+        ('base_lr: 0.1 lr_policy: "fixed" weights: "a.caffemodel"', None, "weights: not supported"),
+        ('base_lr: 0.1 lr_policy: "fixed"', ('"EuclideanLoss"', '"ContrastiveLoss"'), "loss type not supported"),
+        ('base_lr: 0.1 lr_policy: "fixed"', ('bottom: "target" top: "loss"', 'bottom: "data" top: "loss"'),
+         "bottom 'data' must be an input that only loss layers read"),
+    ],
+)
+def test_what_cannot_be_honoured_is_an_error_naming_it(tmp_path, solver, net_change, message):
+    from caffe2py.convert import translate
+    from caffe2py.errors import TranslationError
+
+    net = REGRESSION if net_change is None else REGRESSION.replace(*net_change)
+    (tmp_path / "net.prototxt").write_text(net)
+    (tmp_path / "solver.prototxt").write_text(solver + "\n")
+    with pytest.raises(TranslationError, match=re.escape(message)):
+        translate(tmp_path / "net.prototxt", phase="TRAIN", solver=tmp_path / "solver.prototxt")
+
+
+def test_solver_needs_the_train_phase(tmp_path):
+    from caffe2py.cli import main
+
+    (tmp_path / "net.prototxt").write_text(REGRESSION)
+    (tmp_path / "solver.prototxt").write_text('base_lr: 0.1 lr_policy: "fixed"\n')
+    assert main([str(tmp_path / "net.prototxt"), "--solver", str(tmp_path / "solver.prototxt"), "-o", str(tmp_path / "m.py")]) == 2
+    assert not (tmp_path / "m.py").exists()

@@ -18,8 +18,6 @@ from .pysource import Source, docstring_text, literal, string
 from .training import variable_multipliers
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
-# The deprecated solver_type enum, by value (SGD = 0 ... ADAM = 5).
-_ENUM_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 # Fields that change what Caffe trains but that a translation of one prototxt cannot honour.
 _REFUSED = {
@@ -28,7 +26,6 @@ _REFUSED = {
     "train_state": "give its stages and level with --stage/--level and leave it out",
     "weights": "give the initial weights with --weights",
 }
-_NORMALIZATION = {0: "FULL", 1: "VALID", 2: "BATCH_SIZE", 3: "NONE"}
 LOSS_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss")
 
 
@@ -59,6 +56,11 @@ def loss_graph(graph: Graph, solver_path: str) -> Graph:
     return dataclasses.replace(graph, outputs=outputs)
 
 
+def _enum_name(message, field: str) -> str:
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    return enum.values_by_number[getattr(message, field)].name
+
+
 def _field_error(solver_path: str, field: str, message: str) -> TranslationError:
     return TranslationError(f"{field}: {message}", path=solver_path)
 
@@ -67,7 +69,8 @@ def _solver_type(solver, path: str) -> str:
     if solver.HasField("type"):
         kind = solver.type
     elif solver.HasField("solver_type"):
-        kind = _ENUM_TYPES[solver.solver_type]
+        # The deprecated enum (NESTEROV, ...), as Caffe's UpgradeSolverType names it.
+        kind = {t.upper(): t for t in SOLVER_TYPES}[_enum_name(solver, "solver_type")]
     else:
         kind = "SGD"
     if kind not in SOLVER_TYPES:
@@ -171,7 +174,7 @@ def _loss(node, values: dict, targets: set, graph: Graph) -> tuple[str, dict[str
         default = None
     if default is not None:
         if p.HasField("normalization"):
-            mode = _NORMALIZATION[p.normalization]
+            mode = _enum_name(p, "normalization")
         elif p.HasField("normalize"):
             mode = "VALID" if p.normalize else "BATCH_SIZE"
         else:

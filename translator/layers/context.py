@@ -46,6 +46,8 @@ class LayerContext(Protocol):
     """The current value of each bottom, in Caffe's order."""
     graph_outputs: frozenset[tuple[str, int]]
     """The SSA keys of the net's outputs (a fusion must not hide one)."""
+    phase: str
+    """The net's phase, "TEST" or "TRAIN": what some layers default to (BatchNorm's use_global_stats)."""
 
     # -- inputs and errors ----------------------------------------------------------------------
     @property
