@@ -396,3 +396,26 @@ def test_solver_needs_the_train_phase(tmp_path):
     (tmp_path / "solver.prototxt").write_text('base_lr: 0.1 lr_policy: "fixed"\n')
     assert main([str(tmp_path / "net.prototxt"), "--solver", str(tmp_path / "solver.prototxt"), "-o", str(tmp_path / "m.py")]) == 2
     assert not (tmp_path / "m.py").exists()
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_solver_on_other_backends(backend, tmp_path):
+    """CaffeSolver is keras.ops only: the same NumPy restatement holds on JAX and PyTorch."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip(backend)
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import pathlib, sys\n"
+        "from tests.test_training import test_solver_matches_numpy_restatement_of_caffe as check\n"
+        "for i, name in enumerate(sys.argv[2:]):\n"
+        "    folder = pathlib.Path(sys.argv[1]) / str(i)\n"
+        "    folder.mkdir()\n"
+        "    check(name, folder)\n"
+    )
+    names = ["sgd_sigmoid_clip_l1", "adadelta_poly_iter_size"]
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path), *names], cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
