@@ -158,7 +158,8 @@ def _bn_folded(body: list[ast.stmt], folded: list) -> list[ast.stmt]:
         conv, bn = _as_call(out[i]), _as_call(out[i + 1])
         if (
             conv and bn and conv.callee in ("layers.Conv2D", "layers.DepthwiseConv2D")
-            and bn.callee == "layers.BatchNormalization" and bn.kwarg("axis") in (None, -1, 3)
+            and bn.callee in ("layers.BatchNormalization", "CaffeBatchNorm") and bn.kwarg("axis") in (None, -1, 3)
+            and bn.kwarg("use_global_stats") is None
             and _fusable(conv, bn)
         ):
             conv.set_kwarg("use_bias", None)  # the folded BN brings a bias

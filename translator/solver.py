@@ -52,6 +52,13 @@ def loss_graph(graph: Graph, solver_path: str) -> Graph:
         raise TranslationError("--solver trains the TRAIN-phase net: add --phase TRAIN", path=solver_path)
     if not graph.losses:
         raise TranslationError("the net has no loss layer in phase TRAIN, nothing to train", path=graph.path)
+    weighted = [node for node in graph.nodes if any(node.param.loss_weight)]
+    if weighted:
+        first = weighted[0]
+        raise TranslationError(
+            "loss_weight on a layer that is not a loss layer is not supported with --solver",
+            path=graph.path, line=first.line, layer=first.name, layer_type=first.type,
+        )
     outputs = tuple(dict.fromkeys(node.bottoms[0] for node in graph.losses if node.bottoms))
     return dataclasses.replace(graph, outputs=outputs)
 

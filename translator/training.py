@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import TranslationError
 from .ir import Translation
 from .normalize import Graph
 
@@ -51,22 +52,26 @@ def variable_multipliers(graph: Graph, translation: Translation, only_frozen: bo
         specs = [(p.lr_mult, p.decay_mult) for p in node.param.param]
         if only_frozen and all(lr != 0 for lr, _ in specs):
             continue
-        # Blobs beyond the listed ParamSpecs get Caffe's defaults.
         if len(set(specs)) == 1 and len(specs) >= len(shapes[spec.layer]):
             blob, (lr_mult, decay_mult) = None, specs[0]
         else:
-            blob = _blob_of(spec, shapes[spec.layer])
-            lr_mult, decay_mult = specs[blob] if blob < len(specs) else (1.0, 1.0)
+            read = sorted(_blobs_read(spec, shapes[spec.layer]))
+            # Blobs beyond the listed ParamSpecs get Caffe's defaults.
+            given = {specs[i] if i < len(specs) else (1.0, 1.0) for i in read}
+            if len(given) != 1:
+                raise TranslationError(
+                    f"blobs {read} make one Keras variable ({spec.key}) but have different lr_mult/decay_mult",
+                    path=graph.path, line=node.line, layer=node.name, layer_type=node.type,
+                )
+            blob, (lr_mult, decay_mult) = read[0], given.pop()
         result[spec.key] = Multipliers(spec.layer, blob, lr_mult, decay_mult)
     return result
 
 
-def _blob_of(spec, shapes) -> int:
+def _blobs_read(spec, shapes) -> set[int]:
     probe = _Probe(shapes)
     spec.convert(probe)
-    if len(probe.read) != 1:
-        raise AssertionError(f"{spec.key} is converted from blobs {sorted(probe.read)}, not one")
-    return probe.read.pop()
+    return probe.read
 
 
 def frozen_variables(multipliers: dict[str, Multipliers]) -> dict[str, str]:
