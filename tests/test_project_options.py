@@ -126,3 +126,15 @@ def test_pre_commit_with_a_prototxt_that_needs_an_input_shape(tmp_path):
     git("add", ".")
     second = pre_commit()
     assert second.returncode == 0, second.stdout + second.stderr
+
+
+def test_file_options_are_relative_to_the_project_root(tmp_path):
+    from caffe2py.config import load
+
+    project = _project(tmp_path, '[tool.caffe2py.files."nets/a.prototxt"]\nmean = "means/imagenet.binaryproto"\nlevel = 2\n')
+    options = load([project / "nets" / "a.prototxt"], cli.parser())
+    assert options.arguments_for(project / "nets" / "a.prototxt") == [
+        "--mean", str(project / "means" / "imagenet.binaryproto"), "--level", "2",
+    ]
+    assert options.arguments_for(project / "nets" / "b.prototxt") == []
+    assert options.arguments_for(tmp_path / "elsewhere.prototxt") == []
