@@ -286,10 +286,12 @@ def test_eltwise(params, combine):
         ('type: "Sigmoid"', lambda x: 1 / (1 + np.exp(-x))),
         ('type: "TanH"', np.tanh),
         ('type: "Dropout" dropout_param { dropout_ratio: 0.3 }', lambda x: x),
+        ('type: "ReLU6"', lambda x: np.minimum(np.maximum(x, 0), 6)),  # ReLU6Layer's loop
+        ('type: "Mish"', lambda x: x * np.tanh(np.log1p(np.exp(x.astype(np.float64))))),  # MishLayer
     ],
 )
 def test_elementwise(layer, reference):
     rng = _rng("act", layer)
     proto = _net((2, 3, 4, 5), f'layer {{ name: "act" {layer} bottom: "data" top: "out" }}')
-    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32) * 4  # beyond ReLU6's 6 and Mish's bends
     assert_close(keras_forward(proto, {"data": x})["out"], reference(x).astype(np.float32), 1e-6)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from caffe2py.convert import translate
+from caffe2py.errors import TranslationError
 from tests.refnet import assert_close, keras_forward, opencv_forward
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
@@ -581,3 +582,62 @@ def test_mobilenet_ssd_detections_match_opencv():
         assert_close(got[name], want[name], rtol=1e-5)
     assert got["detection_out"].shape[2] > 1
     _same_detections(got["detection_out"], want["detection_out"])
+
+
+# --- The running-statistics BN, SegNet BN's extra tops, Interp sized by a second bottom ---------
+
+
+def test_running_stats_bn():
+    rng = _rng("running bn")
+    x = _normal(rng, 2, 4, 3, 5) * 2 + 1
+    slope, bias, mean = (_normal(rng, 1, 4, 1, 1) for _ in range(3))
+    var = np.abs(_normal(rng, 1, 4, 1, 1)) + 0.1
+    body = (
+        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" '
+        "bn_param { slope_filler { type: 'constant' value: 1 } frozen: true momentum: 0.95 } }\n"
+        'layer { name: "bn_eps" type: "BN" bottom: "data" top: "bn_eps" bn_param { eps: 0.5 } }\n'
+    )
+    weights = [(n, "BN", [slope, bias, mean, var]) for n in ("bn", "bn_eps")]
+    got = keras_forward(_net({"data": x.shape}, body), {"data": x}, weights, outputs=["bn", "bn_eps"])
+    # yjxiong's BNLayer at TEST (or frozen): the stored statistics, eps 1e-5 unless given.
+    for name, eps in (("bn", 1e-5), ("bn_eps", 0.5)):
+        want = slope * (x - mean) / np.sqrt(var.astype(np.float64) + eps) + bias
+        assert_close(got[name], want.astype(np.float32))
+
+
+def test_segnet_bn_batch_moment_tops():
+    rng = _rng("bn tops")
+    x = _normal(rng, 3, 4, 5, 6) * 2 + 1.5
+    scale, shift = _normal(rng, 1, 4, 1, 1), _normal(rng, 1, 4, 1, 1)
+    body = 'layer { name: "bn" type: "BN" bottom: "data" top: "bn" top: "bn_mean" top: "bn_var" bn_param { bn_mode: LEARN } }\n'
+    got = keras_forward(_net({"data": x.shape}, body), {"data": x}, [("bn", "BN", [scale, shift])], outputs=["bn", "bn_mean", "bn_var"])
+    # caffe-segnet: top[1] the batch mean, top[2] E(x^2) - E(x)^2, both (1, C, 1, 1), before eps.
+    mean = x.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    var = (x.astype(np.float64) ** 2).mean(axis=(0, 2, 3), keepdims=True) - mean**2
+    assert_close(got["bn_mean"], mean.astype(np.float32))
+    assert_close(got["bn_var"], var.astype(np.float32))
+    assert_close(got["bn"], ((x - mean) / np.sqrt(var + 1e-9) * scale + shift).astype(np.float32))
+
+
+def test_interp_sized_by_second_bottom():
+    rng = _rng("interp like")
+    x, like = _normal(rng, 2, 3, 5, 4), _normal(rng, 2, 7, 9, 11)
+    body = (
+        'layer { name: "up" type: "Interp" bottom: "data" bottom: "like" top: "up" }\n'
+        'layer { name: "cut" type: "Interp" bottom: "data" bottom: "like" top: "cut" interp_param { pad_beg: -1 } }\n'
+    )
+    got = keras_forward(_net({"data": x.shape, "like": like.shape}, body), {"data": x, "like": like}, outputs=["up", "cut"])
+    assert_close(got["up"], _interp_reference(x, 9, 11))
+    assert_close(got["cut"], _interp_reference(x, 9, 11, pad_beg=-1))
+
+
+def test_bn_and_interp_refusals():
+    cases = [
+        ('layer { name: "i" type: "Interp" bottom: "data" bottom: "data" top: "i" interp_param { zoom_factor: 2 } }',
+         "with a second bottom, height, width, zoom_factor and shrink_factor must not be given"),
+        ('layer { name: "b" type: "BN" bottom: "data" top: "b" top: "m" bn_param { bn_mode: INFERENCE } }',
+         "only LEARN mode writes the batch mean and variance tops"),
+    ]
+    for body, message in cases:
+        with pytest.raises(TranslationError, match=message):
+            keras_forward(_net({"data": (1, 2, 3, 3)}, body), {"data": np.zeros((1, 2, 3, 3), np.float32)})

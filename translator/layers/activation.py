@@ -78,6 +78,18 @@ def clip(ctx: LayerContext) -> None:
         same_shape(ctx, ctx.helper("Clip"), min_value=p.min, max_value=p.max)
 
 
+@layer("ReLU6")
+def relu6(ctx) -> None:
+    # The MobileNet v2/v3 forks' ReLU6Layer: min(max(x, 0), 6), no parameters.
+    same_shape(ctx, "layers.ReLU", max_value=6.0)
+
+
+@layer("Mish")
+def mish(ctx) -> None:
+    # The YOLOv4 ports' MishLayer: x * tanh(log(1 + exp(x))), Keras' mish.
+    same_shape(ctx, "layers.Activation", "mish")
+
+
 @layer("Swish")
 def swish(ctx: LayerContext) -> None:
     beta = ctx.p.swish_param.beta

@@ -1,9 +1,9 @@
-"""Emitters for layers of Caffe forks: SegNet's BN, PSPNet/DeepLab's Interp, ShuffleNet's ShuffleChannel, SENet's Axpy."""
+"""Emitters for layers of Caffe forks: SegNet's and PSPNet's BN, PSPNet/DeepLab's Interp, ShuffleNet's ShuffleChannel, SENet's Axpy."""
 
 from __future__ import annotations
 
 from .. import layout
-from ..ir import channels_last
+from ..ir import Tensor, channels_last
 from ..schema import BNParameter
 from .common import keras_axis
 from .context import LayerContext
@@ -18,23 +18,49 @@ def _channel_axis(ctx: LayerContext, x):
     return {} if axis == -1 else {"axis": axis}
 
 
+_RUNNING_STATS_FIELDS = ("slope_filler", "bias_filler", "momentum", "frozen", "eps")
+
+
 @layer("BN")
-def segnet_bn(ctx: LayerContext) -> None:
+def bn(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
-    ctx.need_tops(1)
     p = ctx.p.bn_param
-    if any(p.HasField(f) for f in ("slope_filler", "bias_filler", "momentum", "frozen", "eps")):
-        raise ctx.error("this is the BN layer with running statistics (yjxiong's fork); only SegNet's BN is supported")
     x = ctx.x
     if x.rank < 2:
         raise ctx.error("BN needs a blob with a channel axis")
     if x.flat_of is not None:
         x = ctx.in_layout(x, x.layout)
+    # Two forks share the type: SegNet's (scale, shift) and the PSPNet/TSN one (yjxiong's) with
+    # running statistics, told apart by the latter's own fields.
+    if any(p.HasField(f) for f in _RUNNING_STATS_FIELDS):
+        _running_stats_bn(ctx, p, x)
+    else:
+        _segnet_bn(ctx, p, x)
+
+
+def _running_stats_bn(ctx: LayerContext, p, x: Tensor) -> None:
+    """yjxiong's BN at TEST (or frozen): slope * (x - mean) / sqrt(var + eps) + bias, four (1, C, 1, 1) blobs."""
+    ctx.need_tops(1)
     channels = x.shape[1]
-    # caffe-segnet keeps scale and shift as (1, C, 1, 1) blobs and no statistics.
+    ctx.expect_blobs(*[(1, channels, 1, 1)] * 4)
+    kwargs = _channel_axis(ctx, x)
+    if p.eps != 1e-3:  # Keras' default epsilon
+        kwargs["epsilon"] = p.eps
+    target, producer = ctx.call("layers.BatchNormalization", inputs=x, **kwargs)
+    for i, name in enumerate(("gamma", "beta", "moving_mean", "moving_variance")):
+        ctx.weight(producer, name, lambda b, i=i: layout.vector(b[i]))
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+def _segnet_bn(ctx: LayerContext, p, x: Tensor) -> None:
+    """caffe-segnet's BN: scale and shift as (1, C, 1, 1) blobs and no statistics."""
+    ctx.need_tops(1, 3)
+    channels = x.shape[1]
     ctx.expect_blobs((1, channels, 1, 1), (1, channels, 1, 1))
     kwargs = _channel_axis(ctx, x)
     if p.bn_mode == INFERENCE:
+        if len(ctx.node.tops) > 1:
+            raise ctx.error("only LEARN mode writes the batch mean and variance tops")
         # Statistics already folded into scale and shift (SegNet's compute_bn_statistics.py).
         target, producer = ctx.call(ctx.helper("Scale"), inputs=x, use_bias=True, **kwargs)
     else:
@@ -43,6 +69,15 @@ def segnet_bn(ctx: LayerContext) -> None:
     ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]))
     ctx.weight(producer, "beta", lambda b: layout.vector(b[1]))
     ctx.output(0, target, producer, x.shape, x.layout)
+    if len(ctx.node.tops) > 1:
+        # Tops 1 and 2: the batch mean and variance E(x^2) - E(x)^2, each (1, C, 1, 1).
+        shape = (1, channels) + (1,) * (x.rank - 2)
+        for i in range(1, len(ctx.node.tops)):
+            moment = ("mean", "variance")[i - 1]
+            target, producer = ctx.call(
+                ctx.helper("BatchMoments"), moment, inputs=x, target=ctx.top_var(i), name=ctx.derived_name(moment), **kwargs
+            )
+            ctx.output(i, target, producer, shape, x.layout)
 
 
 def _interp_size(ctx: LayerContext, p, height: int | None, width: int | None):
@@ -74,22 +109,31 @@ def _interp_size(ctx: LayerContext, p, height: int | None, width: int | None):
 
 @layer("Interp")
 def interp(ctx: LayerContext) -> None:
-    ctx.need_bottoms(1)
+    ctx.need_bottoms(1, 2)
     ctx.need_tops(1)
     p = ctx.p.interp_param
-    if ctx.x.rank != 4:
-        raise ctx.error(f"Interp needs a 4-D blob, got {ctx.x.rank}-D")
+    if any(t.rank != 4 for t in ctx.inputs):
+        raise ctx.error(f"Interp needs 4-D blobs, got {[t.rank for t in ctx.inputs]}-D")
     if p.pad_beg > 0 or p.pad_end > 0:
         raise ctx.error("pad_beg and pad_end only crop (Caffe supports no positive padding)")
     x = ctx.in_layout(ctx.x, channels_last(4))
     n, channels, height, width = x.shape
-    kwargs, out = _interp_size(ctx, p, height, width)
+    inputs = x
+    if len(ctx.inputs) == 2:
+        # The output takes the second bottom's height and width (PSPNet's fork); sizes in fields
+        # would be ambiguous, and Caffe refuses them.
+        if any(p.HasField(f) for f in ("height", "width", "zoom_factor", "shrink_factor")):
+            raise ctx.error("with a second bottom, height, width, zoom_factor and shrink_factor must not be given")
+        like = ctx.in_layout(ctx.inputs[1], channels_last(4))
+        kwargs, out, inputs = {"size_from_second": True}, tuple(like.shape[2:]), [x, like]
+    else:
+        kwargs, out = _interp_size(ctx, p, height, width)
     for size, full in zip(out, (height, width)):
         if (size is not None and size <= 0) or (full is not None and full + p.pad_beg + p.pad_end <= 0):
             raise ctx.error(f"the {height}x{width} input gives an empty output")
     if p.pad_beg or p.pad_end:
         kwargs["crop"] = (-p.pad_beg, -p.pad_end)
-    target, producer = ctx.call(ctx.helper("Interp"), inputs=x, **kwargs)
+    target, producer = ctx.call(ctx.helper("Interp"), inputs=inputs, **kwargs)
     ctx.output(0, target, producer, (n, channels, *out))
 
 
