@@ -99,12 +99,17 @@ layer {
 }
 layer { name: "bn_learn" type: "BN" bottom: "data" top: "bn_learn" }
 layer { name: "bn_inference" type: "BN" bottom: "data" top: "bn_inference" bn_param { bn_mode: INFERENCE } }
+layer { name: "bn_running" type: "BN" bottom: "data" top: "bn_running" bn_param { frozen: true } }
+layer { name: "bn_moments" type: "BN" bottom: "data" top: "bn_moments" top: "bn_mean" top: "bn_var" }
+layer { name: "relu6" type: "ReLU6" bottom: "data" top: "relu6" }
+layer { name: "mish" type: "Mish" bottom: "data" top: "mish" }
 layer { name: "pool2" type: "Pooling" bottom: "data" top: "pool2" top: "pool2_mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "unpool" type: "Upsample" bottom: "pool2" bottom: "pool2_mask" top: "unpool" upsample_param { scale: 2 upsample_h: 11 upsample_w: 13 } }
 layer { name: "gate_pool" type: "Pooling" bottom: "data" top: "gate_pool" pooling_param { pool: AVE global_pooling: true } }
 layer { name: "gate" type: "Sigmoid" bottom: "gate_pool" top: "gate" }
 layer { name: "axpy" type: "Axpy" bottom: "gate" bottom: "data" bottom: "data" top: "axpy" }
 layer { name: "feat" type: "Convolution" bottom: "data" top: "feat" convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "interp_like" type: "Interp" bottom: "feat" bottom: "data" top: "interp_like" }
 layer {
   name: "priors" type: "PriorBox" bottom: "feat" bottom: "data" top: "priors"
   prior_box_param { min_size: 4 max_size: 8 aspect_ratio: 2 flip: true clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }
@@ -139,8 +144,29 @@ layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size
 layer { name: "deconv" type: "Deconvolution" bottom: "data" top: "deconv" convolution_param { num_output: 4 kernel_size: 4 stride: 2 pad: 1 group: 4 } }
 """
 
+# BVLC's recurrent layers: time-major inputs, several streams, a static input and exposed states.
+ZOO_RECURRENT = """name: "zoo_recurrent"
+input: "x" input_shape { dim: 5 dim: 2 dim: 3 }
+input: "cont" input_shape { dim: 5 dim: 2 }
+input: "x_static" input_shape { dim: 2 dim: 4 }
+input: "h0" input_shape { dim: 1 dim: 2 dim: 6 }
+input: "c0" input_shape { dim: 1 dim: 2 dim: 6 }
+layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" bottom: "x_static" top: "lstm" recurrent_param { num_output: 6 } }
+layer {
+  name: "lstm_exposed" type: "LSTM" bottom: "x" bottom: "cont" bottom: "h0" bottom: "c0"
+  top: "lstm_exposed" top: "lstm_h" top: "lstm_c" recurrent_param { num_output: 6 expose_hidden: true }
+}
+layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "rnn" recurrent_param { num_output: 4 } }
+layer { name: "fc" type: "InnerProduct" bottom: "lstm" top: "fc" inner_product_param { num_output: 3 axis: 2 } }
+"""
+
 # name -> (prototxt, translation options)
-ZOOS = {"zoo": (ZOO, {}), "zoo_forks": (ZOO_FORKS, {}), "zoo_free": (ZOO_FREE, {"fully_conv": True})}
+ZOOS = {
+    "zoo": (ZOO, {}),
+    "zoo_forks": (ZOO_FORKS, {}),
+    "zoo_free": (ZOO_FREE, {"fully_conv": True}),
+    "zoo_recurrent": (ZOO_RECURRENT, {}),
+}
 
 # Runs in a fresh interpreter per backend (Keras picks its backend once, at import).
 # Weights come from one seeded generator in layer order, so every backend gets the same values:

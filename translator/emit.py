@@ -19,6 +19,7 @@ from .ir import (
     identity,
 )
 from .layers import REGISTRY
+from .layers.recurrent import time_major_bottom
 from .layers.stub import stub
 from .normalize import Graph
 from .options import Options
@@ -68,7 +69,7 @@ class Emitter:
             if self.options.fully_conv and len(shape) == 4:
                 shape = (shape[0], shape[1], None, None)
             name = self.input_names[(blob, version)]
-            tensor = Tensor(blob, shape, channels_last(len(shape)), self.blob_var(blob), name)
+            tensor = Tensor(blob, shape, self._input_layout((blob, version), len(shape)), self.blob_var(blob), name)
             self.values[(blob, version)] = tensor
             self.out.inputs.append(tensor)
             self.out.blobs[blob] = tensor
@@ -94,6 +95,14 @@ class Emitter:
         for blob in self.hidden:
             self.out.blobs.pop(blob, None)
         return self.out
+
+    def _input_layout(self, key: tuple[str, int], rank: int) -> Layout:
+        """Channels last; but a time-major input (T x N x ...) read only by recurrent layers has its
+        streams (Caffe axis 1) as the Keras batch axis, so that Keras batches sequences, not time steps."""
+        readers = [(self.graph.nodes[i], self.graph.nodes[i].bottoms.index(key)) for i in self.consumers.get(key, [])]
+        if rank >= 2 and readers and all(time_major_bottom(node, b) for node, b in readers):
+            return (1, 0, *range(2, rank))
+        return channels_last(rank)
 
     def _outputs_in_caffe_order(self) -> None:
         """Net outputs that Keras flattened H,W,C (a Flatten, then element-wise layers) in Caffe's C,H,W order."""

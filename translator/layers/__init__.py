@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (each family registers its emitters on import)
     merge,
     norm,
     pooling,
+    recurrent,
     reduce,
     reshape,
     ssd,

@@ -28,7 +28,7 @@ def inner_product(ctx: LayerContext) -> None:
             "--fully-conv cannot slide an InnerProduct that reads a Flatten of free spatial sizes: "
             "remove the Flatten layer (InnerProduct flattens by itself)"
         )
-    if axis != 1:
+    if axis != 1 and x.layout[axis:] != tuple(range(axis, x.rank)):
         # Caffe keeps the axes before `axis` and flattens the rest: in Caffe's order, Dense on the last.
         x = ctx.in_layout(x, identity(x.rank))
     if x.flat_of is not None:
@@ -44,14 +44,16 @@ def inner_product(ctx: LayerContext) -> None:
     if axis == 1 and x.rank > 2:
         src, _ = ctx.call("layers.Flatten", inputs=x, name=ctx.derived_name("flatten"))
     elif axis > 1 and axis < x.rank - 1:
-        src, _ = ctx.call("layers.Reshape", (*x.shape[1:axis], inputs), inputs=x, name=ctx.derived_name("flatten"))
+        src, _ = ctx.call("layers.Reshape", (*x.keras_shape[1:axis], inputs), inputs=x, name=ctx.derived_name("flatten"))
     kwargs = {} if p.bias_term else {"use_bias": False}
     target, producer = ctx.call("layers.Dense", outputs, inputs=src, **kwargs)
     transpose = p.transpose
     ctx.weight(producer, "kernel", lambda b: layout.dense_kernel(b[0].reshape(-1, inputs) if not transpose else b[0].reshape(inputs, -1), dims, order, transpose))
     if p.bias_term:
         ctx.weight(producer, "bias", lambda b: layout.vector(b[1]))
-    ctx.output(0, target, producer, (*x.shape[:axis], outputs), identity(axis + 1))
+    # The kept axes stay where Keras holds them (a recurrent output has its streams first).
+    kept = x.layout[:axis] if axis > 1 else (0,)
+    ctx.output(0, target, producer, (*x.shape[:axis], outputs), (*kept, axis))
 
 
 def _as_convolution(ctx: LayerContext, x, p) -> None:

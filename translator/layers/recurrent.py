@@ -1,0 +1,124 @@
+"""Recurrent emitters: BVLC's LSTM and RNN (time-major, the cont input, expose_hidden, a static input)."""
+
+from __future__ import annotations
+
+from .. import layout
+from ..ir import Node
+from . import layer
+
+RECURRENT = ("LSTM", "RNN")
+
+
+def _recurrent_states(node: Node) -> int:
+    return 2 if node.type == "LSTM" else 1
+
+
+def _has_static(node: Node) -> bool:
+    exposed = _recurrent_states(node) if node.param.recurrent_param.expose_hidden else 0
+    return len(node.bottoms) > 2 + exposed
+
+
+def time_major_bottom(node: Node, index: int) -> bool:
+    """Whether bottom ``index`` of ``node`` is time-major (T x N x ...): x, cont and the exposed states."""
+    if node.type not in RECURRENT:
+        return False
+    return index != 2 or not _has_static(node)
+
+
+def _stream_major(ctx, tensor, what: str):
+    """``tensor`` (T x N x ...) as Keras holds it: streams as the batch axis, then time, then Caffe's order."""
+    want = (1, 0, *range(2, tensor.rank))
+    if tensor.flat_of is None and tensor.layout == want:
+        return tensor
+    raise ctx.error(
+        f"{what} {tensor.blob!r} must come from a net input (or another recurrent layer): its time axis is "
+        "the Keras batch axis here"
+    )
+
+
+def _recurrent(ctx, helper: str, gates: int) -> None:
+    """x (T x N x ...), cont (T x N), [x_static (N x ...)], [h_0 (, c_0) (1 x N x H)] -> o (T x N x H), [h_T (, c_T)]."""
+    p = ctx.p.recurrent_param
+    states = 2 if gates == 4 else 1
+    exposed = states if p.expose_hidden else 0
+    ctx.need_bottoms(2 + exposed, 3 + exposed)
+    ctx.need_tops(1 + exposed)
+    if p.num_output <= 0:
+        raise ctx.error("num_output must be positive")
+    static = _has_static(ctx.node)
+    x, cont = ctx.inputs[0], ctx.inputs[1]
+    if x.rank < 3 or cont.rank != 2 or tuple(cont.shape) != tuple(x.shape[:2]):
+        raise ctx.error(f"needs x of shape (T, N, ...) and cont (T, N), got {list(x.shape)} and {list(cont.shape)}")
+    x = _stream_major(ctx, x, "x")
+    cont = _stream_major(ctx, cont, "cont")
+    inputs = [x, cont]
+    steps, streams = x.shape[:2]
+    features = 1
+    for d in x.shape[2:]:
+        features = None if d is None or features is None else features * d
+    hidden = p.num_output
+    width = gates * hidden
+    kwargs: dict = {}
+    # Blob order of Caffe's unrolled net: input weights and bias, the static input's weights, the
+    # recurrent weights (and for RNN the output layer's weights and bias).
+    shapes = [(width, features), (width,)]
+    if static:
+        x_static = ctx.inputs[2]
+        if x_static.shape[0] != streams and None not in (x_static.shape[0], streams):
+            raise ctx.error(f"x_static {list(x_static.shape)} must have one row per stream ({streams})")
+        x_static = ctx.in_layout(x_static, tuple(range(x_static.rank)))
+        static_features = 1
+        for d in x_static.shape[1:]:
+            static_features *= d
+        shapes.append((width, static_features))
+        inputs.append(x_static)
+        kwargs["static_input"] = True
+    shapes.append((width, hidden))
+    if gates == 1:
+        shapes += [(hidden, hidden), (hidden,)]
+    ctx.expect_blobs(*shapes)
+    for i in range(exposed):
+        state = ctx.inputs[2 + static + i]
+        if tuple(state.shape) != (1, streams, hidden):
+            raise ctx.error(f"exposed state {state.blob!r} must be (1, {streams}, {hidden}), got {list(state.shape)}")
+        inputs.append(_stream_major(ctx, state, "the exposed state"))
+    if exposed:
+        kwargs["expose_hidden"] = True
+    ctx.comment(
+        f"{ctx.node.name}: time-major in Caffe (T x N); here streams are the batch axis. cont 0 starts a new sequence"
+    )
+    target = ctx.top_var(0) if not exposed else ctx.new_var(f"{ctx.top_var(0)}_and_states")
+    target, producer = ctx.call(ctx.helper(helper), hidden, inputs=inputs, target=target, **kwargs)
+    names = ["kernel", "bias"] + (["static_kernel"] if static else []) + ["recurrent_kernel"]
+    names += ["output_kernel", "output_bias"] if gates == 1 else []
+    for i, name in enumerate(names):
+        if name.endswith("bias"):
+            ctx.weight(producer, name, lambda b, i=i: layout.vector(b[i]))
+        else:
+            # Caffe's InnerProduct weights are (outputs, inputs); Keras multiplies x @ kernel.
+            ctx.weight(producer, name, lambda b, i=i: b[i].reshape(b[i].shape[0], -1).T.copy())
+    seq_layout = (1, 0, 2)
+    if not exposed:
+        ctx.output(0, target, producer, (steps, streams, hidden), seq_layout)
+        return
+    # The helper appends h_T (and c_T) after the T steps along the time axis; cut them apart.
+    known = steps is not None
+    if not known:
+        raise ctx.error("expose_hidden needs a fixed number of time steps")
+    pieces = [(0, states)] + [(steps + i, states - 1 - i) for i in range(states)]
+    for i, crop in enumerate(pieces):
+        var, name = ctx.call(
+            "layers.Cropping1D", crop, inputs=target, target=ctx.top_var(i), name=ctx.derived_name(("o", "h", "c")[i])
+        )
+        ctx.output(i, var, name, (steps if i == 0 else 1, streams, hidden), seq_layout)
+
+
+@layer("LSTM")
+def lstm(ctx) -> None:
+    _recurrent(ctx, "CaffeLSTM", 4)
+
+
+@layer("RNN")
+def rnn(ctx) -> None:
+    _recurrent(ctx, "CaffeRNN", 1)
+
