@@ -79,13 +79,13 @@ def clip(ctx: LayerContext) -> None:
 
 
 @layer("ReLU6")
-def relu6(ctx) -> None:
+def relu6(ctx: LayerContext) -> None:
     # The MobileNet v2/v3 forks' ReLU6Layer: min(max(x, 0), 6), no parameters.
     same_shape(ctx, "layers.ReLU", max_value=6.0)
 
 
 @layer("Mish")
-def mish(ctx) -> None:
+def mish(ctx: LayerContext) -> None:
     # The YOLOv4 ports' MishLayer: x * tanh(log(1 + exp(x))), Keras' mish.
     same_shape(ctx, "layers.Activation", "mish")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import layout
-from ..ir import Node
-from . import layer
+from ..ir import Node, Tensor
+from .context import LayerContext
+from .registry import layer
 
 RECURRENT = ("LSTM", "RNN")
 
@@ -25,7 +26,7 @@ def time_major_bottom(node: Node, index: int) -> bool:
     return index != 2 or not _has_static(node)
 
 
-def _stream_major(ctx, tensor, what: str):
+def _stream_major(ctx: LayerContext, tensor: Tensor, what: str) -> Tensor:
     """``tensor`` (T x N x ...) as Keras holds it: streams as the batch axis, then time, then Caffe's order."""
     want = (1, 0, *range(2, tensor.rank))
     if tensor.flat_of is None and tensor.layout == want:
@@ -36,7 +37,7 @@ def _stream_major(ctx, tensor, what: str):
     )
 
 
-def _recurrent(ctx, helper: str, gates: int) -> None:
+def _recurrent(ctx: LayerContext, helper: str, gates: int) -> None:
     """x (T x N x ...), cont (T x N), [x_static (N x ...)], [h_0 (, c_0) (1 x N x H)] -> o (T x N x H), [h_T (, c_T)]."""
     p = ctx.p.recurrent_param
     states = 2 if gates == 4 else 1
@@ -114,11 +115,11 @@ def _recurrent(ctx, helper: str, gates: int) -> None:
 
 
 @layer("LSTM")
-def lstm(ctx) -> None:
+def lstm(ctx: LayerContext) -> None:
     _recurrent(ctx, "CaffeLSTM", 4)
 
 
 @layer("RNN")
-def rnn(ctx) -> None:
+def rnn(ctx: LayerContext) -> None:
     _recurrent(ctx, "CaffeRNN", 1)
 
