@@ -1,0 +1,93 @@
+"""Numeric tests of the detection forks' region layers against NumPy restatements of their C++ loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tests.refnet import assert_close, keras_forward
+
+
+def _c_round(v: float) -> int:
+    """C's round(): halves away from zero."""
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+
+def _roi_pooling_reference(x, rois, pooled_h, pooled_w, scale):
+    """py-faster-rcnn's ROIPoolingLayer::Forward_cpu, loop for loop (float32 bin sizes)."""
+    n_rois, (_, channels, height, width) = len(rois), x.shape
+    top = np.zeros((n_rois, channels, pooled_h, pooled_w), np.float32)
+    for n, roi in enumerate(rois.astype(np.float32)):
+        b = int(roi[0])
+        x1, y1, x2, y2 = (_c_round(float(np.float32(v * np.float32(scale)))) for v in roi[1:])
+        bin_h = np.float32(max(y2 - y1 + 1, 1)) / np.float32(pooled_h)
+        bin_w = np.float32(max(x2 - x1 + 1, 1)) / np.float32(pooled_w)
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                hs = min(max(int(np.floor(np.float32(ph) * bin_h)) + y1, 0), height)
+                he = min(max(int(np.ceil(np.float32(ph + 1) * bin_h)) + y1, 0), height)
+                ws = min(max(int(np.floor(np.float32(pw) * bin_w)) + x1, 0), width)
+                we = min(max(int(np.ceil(np.float32(pw + 1) * bin_w)) + x1, 0), width)
+                if he > hs and we > ws:
+                    top[n, :, ph, pw] = x[b, :, hs:he, ws:we].max(axis=(1, 2))
+    return top
+
+
+def test_roi_pooling():
+    rng = np.random.default_rng(20)
+    x = rng.normal(size=(2, 3, 9, 11)).astype(np.float32)
+    rois = np.array(
+        [
+            [0, 0, 0, 21, 17],  # the whole map at scale 0.5
+            [1, 3, 5, 12, 9],  # 1.5 and 2.5 round away from zero
+            [1, 7, 7, 7, 7],  # one pixel: every bin is that pixel
+            [0, -6, 4, 40, 30],  # partly outside: bins clipped to the map
+            [0, 30, 1, 36, 5],  # wholly right of the map: empty bins are 0
+        ],
+        np.float32,
+    )
+    body = (
+        'layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool" '
+        "roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 } }\n"
+    )
+    proto = 'input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 11 }\ninput: "rois" input_shape { dim: 5 dim: 5 }\n' + body
+    got = keras_forward(proto, {"data": x, "rois": rois})["pool"]
+    want = _roi_pooling_reference(x, rois, 3, 2, 0.5)
+    assert not want[4].any() and want[0].all()
+    assert_close(got, want, rtol=0)
+
+
+def _im2col_reference(x, kernel, stride, pad, dilation):
+    """BVLC's im2col_cpu: column c * kh * kw + i * kw + j, zero outside the input."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
+    n, c, h, w = x.shape
+    out_h = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    out_w = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    cols = np.zeros((n, c * kh * kw, out_h, out_w), np.float32)
+    for ch in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for oh in range(out_h):
+                    for ow in range(out_w):
+                        r, q = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                        if 0 <= r < h and 0 <= q < w:
+                            cols[:, (ch * kh + i) * kw + j, oh, ow] = x[:, ch, r, q]
+    return cols
+
+
+def test_im2col():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(2, 3, 7, 8)).astype(np.float32)
+    cases = {
+        "plain": ("kernel_size: 3", (3, 3), (1, 1), (0, 0), (1, 1)),
+        "strided": ("kernel_h: 2 kernel_w: 3 stride: 2 pad: 1", (2, 3), (2, 2), (1, 1), (1, 1)),
+        "dilated": ("kernel_size: 2 dilation: 2 pad_h: 0 pad_w: 2 stride_h: 1 stride_w: 3", (2, 2), (1, 3), (0, 2), (2, 2)),
+    }
+    body = "".join(
+        f'layer {{ name: "{n}" type: "Im2col" bottom: "data" top: "{n}" convolution_param {{ {p} }} }}\n'
+        for n, (p, *_) in cases.items()
+    )
+    got = keras_forward('input: "data" input_shape { dim: 2 dim: 3 dim: 7 dim: 8 }\n' + body, {"data": x}, outputs=list(cases))
+    for name, (_, *geometry) in cases.items():
+        assert_close(got[name], _im2col_reference(x, *geometry), rtol=0)
