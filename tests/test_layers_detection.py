@@ -91,3 +91,45 @@ def test_im2col():
     got = keras_forward('input: "data" input_shape { dim: 2 dim: 3 dim: 7 dim: 8 }\n' + body, {"data": x}, outputs=list(cases))
     for name, (_, *geometry) in cases.items():
         assert_close(got[name], _im2col_reference(x, *geometry), rtol=0)
+
+
+def _psroi_reference(x, rois, output_dim, k, scale):
+    """R-FCN's PSROIPoolingForward (CPU port), loop for loop in float32."""
+    _, _, height, width = x.shape
+    top = np.zeros((len(rois), output_dim, k, k), np.float32)
+    scale = np.float32(scale)
+    for n, roi in enumerate(rois.astype(np.float32)):
+        b = int(roi[0])
+        x1, y1, x2, y2 = (np.float32(_c_round(float(v))) for v in roi[1:])
+        start_w, start_h = x1 * scale, y1 * scale
+        end_w, end_h = np.float32(x2 + 1) * scale, np.float32(y2 + 1) * scale
+        bin_h = np.float32(max(end_h - start_h, np.float32(0.1))) / np.float32(k)
+        bin_w = np.float32(max(end_w - start_w, np.float32(0.1))) / np.float32(k)
+        for d in range(output_dim):
+            for ph in range(k):
+                for pw in range(k):
+                    hs = min(max(int(np.floor(np.float32(ph) * bin_h + start_h)), 0), height)
+                    he = min(max(int(np.ceil(np.float32(ph + 1) * bin_h + start_h)), 0), height)
+                    ws = min(max(int(np.floor(np.float32(pw) * bin_w + start_w)), 0), width)
+                    we = min(max(int(np.ceil(np.float32(pw + 1) * bin_w + start_w)), 0), width)
+                    if he > hs and we > ws:
+                        c = (d * k + ph) * k + pw
+                        top[n, d, ph, pw] = x[b, c, hs:he, ws:we].sum(dtype=np.float64) / ((he - hs) * (we - ws))
+    return top
+
+
+def test_psroi_pooling():
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(2, 2 * 3 * 3, 10, 12)).astype(np.float32)
+    rois = np.array(
+        [[0, 0, 0, 23, 19], [1, 4.5, 3, 13, 9.5], [1, 8, 8, 8, 8], [0, -10, 6, 50, 30], [0, 40, 2, 46, 8]], np.float32
+    )
+    body = (
+        'layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" '
+        "psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 3 } }\n"
+    )
+    proto = 'input: "data" input_shape { dim: 2 dim: 18 dim: 10 dim: 12 }\ninput: "rois" input_shape { dim: 5 dim: 5 }\n' + body
+    got = keras_forward(proto, {"data": x, "rois": rois})["ps"]
+    want = _psroi_reference(x, rois, 2, 3, 0.5)
+    assert not want[4].any()
+    assert_close(got, want, rtol=1e-5)
