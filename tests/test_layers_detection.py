@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from tests.refnet import assert_close, keras_forward
+from tests.refnet import assert_close, keras_forward, load_module
 
 
 def _c_round(v: float) -> int:
@@ -133,3 +135,38 @@ def test_psroi_pooling():
     want = _psroi_reference(x, rois, 2, 3, 0.5)
     assert not want[4].any()
     assert_close(got, want, rtol=1e-5)
+
+
+PREDICTED = """
+input: "data" input_shape { dim: 2 dim: 8 dim: 6 dim: 7 }
+input: "rois" input_shape { dim: 2 dim: 5 }
+layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" roi_pooling_param { pooled_h: 2 pooled_w: 3 } }
+layer {
+  name: "psroi" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "psroi"
+  psroi_pooling_param { spatial_scale: 1 output_dim: 2 group_size: 2 }
+}
+layer { name: "cols" type: "Im2col" bottom: "data" top: "cols" convolution_param { kernel_size: 2 stride: 2 } }
+layer { name: "bn" type: "BN" bottom: "data" top: "bn" top: "bn_mean" top: "bn_var" }
+layer { name: "like" type: "Interp" bottom: "cols" bottom: "data" top: "like" }
+"""
+
+
+def test_helpers_in_compiled_predict():
+    """The helper layers trace: predict (a compiled function) gives what the eager call gives.
+
+    predict needs as many rois as images (Keras batches every input alike).
+    """
+    from caffe2py.convert import translate_to_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "net.prototxt").write_text(PREDICTED)
+        module = load_module(translate_to_source(Path(tmp) / "net.prototxt"))
+    model = module.build_model()
+    rng = np.random.default_rng(23)
+    data = rng.normal(size=(2, 6, 7, 8)).astype(np.float32)
+    rois = np.array([[0, 0, 0, 6, 5], [1, 5, 3, 9, 9]], np.float32)
+    eager = model([data, rois])
+    compiled = model.predict([data, rois], verbose=0, batch_size=2)
+    assert len(eager) == len(compiled) == 6
+    for want, got in zip(eager, compiled):
+        assert_close(np.asarray(got), np.asarray(want), rtol=1e-6)
