@@ -170,3 +170,17 @@ def test_helpers_in_compiled_predict():
     assert len(eager) == len(compiled) == 6
     for want, got in zip(eager, compiled):
         assert_close(np.asarray(got), np.asarray(want), rtol=1e-6)
+
+
+def test_convolution_ristretto_is_a_float_convolution():
+    """Ristretto's layer translates as the Convolution it wraps (its rounding is not reproduced)."""
+    from tests.refnet import opencv_forward
+
+    rng = np.random.default_rng(24)
+    x = rng.normal(size=(1, 3, 6, 5)).astype(np.float32)
+    blobs = [rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+    layer = 'layer {{ name: "c" type: "{}" bottom: "data" top: "c" convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}\n'
+    head = 'input: "data" input_shape { dim: 1 dim: 3 dim: 6 dim: 5 }\n'
+    got = keras_forward(head + layer.format("ConvolutionRistretto"), {"data": x}, [("c", "ConvolutionRistretto", blobs)])["c"]
+    want = opencv_forward(head + layer.format("Convolution"), {"data": x}, [("c", "Convolution", blobs)], outputs=["c"])["c"]
+    assert_close(got, want)

@@ -26,7 +26,13 @@ def conv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
     return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
 
 
-@layer("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+DEPTHWISE = ("ConvolutionDepthwise", "DepthwiseConvolution")
+
+
+# Ristretto's ConvolutionRistretto is a Convolution whose inputs, weights and outputs it rounds
+# to fixed point (or minifloat, or powers of two: quantization_param) at TEST time. The
+# translation computes the convolution in float32 and does not reproduce that rounding.
+@layer("Convolution", "ConvolutionRistretto", *DEPTHWISE)
 def convolution(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)
@@ -39,7 +45,9 @@ def convolution(ctx: LayerContext) -> None:
     kernel, stride, pad, dilation = conv_geometry(p)
     n, channels, height, width = x.shape
     filters = p.num_output
-    groups = channels if ctx.node.type != "Convolution" else p.group
+    groups = channels if ctx.node.type in DEPTHWISE else p.group
+    if ctx.node.type == "ConvolutionRistretto":
+        ctx.comment(f"{ctx.node.name}: Ristretto's fixed-point rounding of inputs, weights and outputs is not reproduced")
     if filters <= 0:
         raise ctx.error("num_output must be positive")
     if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
