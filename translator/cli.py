@@ -29,6 +29,8 @@ EXAMPLES = """examples:
   caffe2py train.prototxt --phase TRAIN --solver solver.prototxt --weights init.caffemodel -o train.py
   caffe2py resnext.prototxt --native-groups > resnext.py           # Conv2D(groups=32), not 32 convolutions
   caffe2py fork_net.prototxt --stub-unknown > model.py             # a stub class for each unknown layer type
+  caffe2py fork_net.prototxt --ignore-unknown-fields > model.py    # translate without fields the schema lacks (warned)
+  caffe2py rcnn.prototxt --custom-layers my_layers.py -o model.py  # import the stub classes from my_layers.py
   caffe2py deploy.prototxt -v > model.py                           # the layer-by-layer plan on stderr
   caffe2py verify --help                                           # compare a translation with a Caffe runtime
   caffe2py --list-layers
@@ -68,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", metavar="PROTOTXT", help="with --phase TRAIN: add compile_model() doing what this solver.prototxt and the net's loss layers do")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
     p.add_argument("--stub-unknown", action="store_true", help="emit a stub layer class for each unsupported layer type instead of failing")
+    p.add_argument("--ignore-unknown-fields", action="store_true", help="translate although fields are not in caffe2py's schema, with a warning for each")
+    p.add_argument("--custom-layers", metavar="FILE.py", help="the module imports the classes of unsupported layers (and Python layers) from FILE.py beside it, instead of stubs")
     p.add_argument("--list-layers", action="store_true", help="print the supported Caffe layer types and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="print the layer-by-layer plan (Caffe layer -> Keras layers, shapes) to stderr")
     p.add_argument("--version", action="version", version=f"caffe2py {__version__}")
@@ -78,9 +82,17 @@ def _translate(args: argparse.Namespace, prototxt: str):
     from .convert import translate_with_options
 
     translation = translate_with_options(prototxt, args)
+    for warning in translation.warnings:
+        print(f"caffe2py: warning: {warning}", file=sys.stderr)
     if args.verbose:
         print("\n".join(translation.plan), file=sys.stderr)
     return translation
+
+
+def _check_beside(custom_layers: str | None, module: Path) -> None:
+    """The module imports --custom-layers by name, which finds the file only in the module's folder."""
+    if custom_layers and Path(custom_layers).resolve().parent != module.resolve().parent:
+        raise TranslationError(f"--custom-layers {custom_layers}: must be in the folder of the module {module}")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -114,6 +126,8 @@ def run(argv: list[str] | None = None) -> int:
 
     prototxt = args.prototxt[0]
     output = Path(args.output) if args.output else None
+    if output is not None:
+        _check_beside(options_for(prototxt).custom_layers, output)
     npz = Path(args.npz) if args.npz else (output.with_suffix(".npz") if output else None)
     if args.weights and npz is None:
         raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
@@ -158,6 +172,7 @@ def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namesp
     jobs = [(source, (out_dir or Path(source).parent) / Path(source).with_suffix(".py").name) for source in args.prototxt]
     claimed: dict[Path, str] = {}
     for source, module in jobs:
+        _check_beside(options_for(source).custom_layers, module)
         # With --out-dir, a/deploy.prototxt and b/deploy.prototxt would overwrite each other's module.
         other = claimed.setdefault(module.resolve(), source)
         if other != source:

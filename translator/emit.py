@@ -23,6 +23,7 @@ from .layers.recurrent import time_major_bottom
 from .layers.stub import stub
 from .normalize import Graph
 from .options import Options
+from .parse import UnknownField
 from .pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
 from .render import helper_names
 
@@ -45,6 +46,7 @@ class Emitter:
         self._layout_cache: dict[tuple[Tensor, Layout], Tensor] = {}
         self.absorbed: dict[int, str] = {}  # node index -> the layer it was fused into
         self.hidden: set[str] = set()  # blobs whose own value a fusion removed
+        self.stub_fields: dict[str, list[str]] = {}  # stubbed layer -> its unknown fields, as written
         self.consumers: dict[tuple[str, int], list[int]] = {}
         # By identity: nodes compare by value, protobuf parameters included, which is slow.
         self.index_of = {id(node): index for index, node in enumerate(graph.nodes)}
@@ -62,9 +64,7 @@ class Emitter:
         return self._blob_vars[blob]
 
     def run(self) -> Translation:
-        unknown = [n for n in self.graph.nodes if n.type not in REGISTRY]
-        if unknown and not self.options.stub_unknown:
-            raise _unknown_error(self.graph, unknown)
+        self._check_unknown()
         for (blob, version), shape in self.graph.inputs:
             if self.options.fully_conv and len(shape) == 4:
                 shape = (shape[0], shape[1], None, None)
@@ -91,6 +91,7 @@ class Emitter:
                 self.out.blobs[top[0]] = self.values[top]
             self.out.plan.append(ctx.plan_line())
         self._outputs_in_caffe_order()
+        self.out.custom_layers = self.options.custom_layers
         self.out.outputs = [self.values[key] for key in self.graph.outputs]
         for blob in self.hidden:
             self.out.blobs.pop(blob, None)
@@ -116,13 +117,42 @@ class Emitter:
             self.out.blobs[key[0]] = self.values[key]
 
 
-def _unknown_error(graph: Graph, nodes: Sequence[Node]) -> TranslationError:
-    listed = "; ".join(f"line {n.line}: layer {n.name!r} of type {n.type!r}" for n in nodes)
-    first = nodes[0]
+    def _check_unknown(self) -> None:
+        """Unknown types and fields: one error naming them all, or stubs, or a warning per field ignored."""
+        types = [n for n in self.graph.nodes if n.type not in REGISTRY]
+        stubbed = {n.name for n in types} if self.options.stubs else set()
+        # A stub's docstring keeps its layer's unknown fields: nothing is lost.
+        fields = [f for f in self.graph.unknown_fields if f.layer_name not in stubbed]
+        for field in self.graph.unknown_fields:
+            if field.layer_name in stubbed:
+                self.stub_fields.setdefault(field.layer_name, []).append(field.text)
+        listed = [] if self.options.stubs else types
+        if not self.options.ignore_unknown_fields and (fields or listed):
+            raise _unknown_error(self.graph, listed, fields)
+        for field in fields:
+            where = {"path": self.graph.path, "line": field.line, "layer": field.layer_name, "layer_type": field.layer_type}
+            self.out.warnings.append(str(TranslationError(f"unknown field {field.path!r} ignored", **where)))
+        if listed:
+            raise _unknown_error(self.graph, listed, [])
+
+
+def _unknown_error(graph: Graph, nodes: Sequence[Node], fields: Sequence[UnknownField]) -> TranslationError:
+    items = [(f.line, f.describe()) for f in fields]
+    items += [(n.line, f"line {n.line}: layer {n.name!r} of type {n.type!r}") for n in nodes]
+    items.sort(key=lambda item: item[0] or 0)
+    counts = []
+    if fields:
+        counts.append(f"{len(fields)} unknown field(s)")
+    if nodes:
+        counts.append(f"{len(nodes)} layer(s) of unsupported type")
+    hints = []
+    if nodes:
+        hints.append("see caffe2py --list-layers, or --stub-unknown")
+    if fields:
+        hints.append("--ignore-unknown-fields translates without the fields")
+    listed = "; ".join(text for _, text in items)
     return TranslationError(
-        f"{len(nodes)} layer(s) of unsupported type: {listed} (see caffe2py --list-layers, or --stub-unknown)",
-        path=graph.path,
-        line=first.line,
+        f"{' and '.join(counts)}: {listed} ({'; '.join(hints)})", path=graph.path, line=items[0][0]
     )
 
 
@@ -218,13 +248,28 @@ class EmitContext:
         self._lines.append(f"{callee.split('.')[-1]} {layer_name!r}")
         return target, layer_name
 
-    def stub(self, class_name: str, caffe_type: str, params: str) -> str:
-        """Ask for a stub class for an untranslated type; returns its name for use as a callee."""
+    def stub(self, class_name: str, caffe_type: str, params: str, takes_param_str: bool = False) -> str:
+        """Ask for a stub class for an untranslated type; returns its name for use as a callee.
+
+        The docstring shows the first such layer's parameters, and every such layer's fields that
+        the schema does not know, as written in the prototxt.
+        """
         stubs = self._e.out.stubs
-        if all(s[1] != caffe_type for s in stubs):
+        fields = self._e.stub_fields.get(self.node.name, [])
+        index = next((i for i, s in enumerate(stubs) if s[1] == caffe_type), None)
+        if index is None:
             name = self._e.vars.new(class_name)
+            if fields:
+                params += "\nFields caffe2py does not know:\n" + "\n".join(fields)
             stubs.append((name, caffe_type, params))
-        return next(s[0] for s in stubs if s[1] == caffe_type)
+            if takes_param_str:
+                self._e.out.param_str_stubs.add(name)
+            return name
+        name, kind, text = stubs[index]
+        if fields:
+            text += f"\nFields caffe2py does not know, of layer {self.node.name!r}:\n" + "\n".join(fields)
+            stubs[index] = (name, kind, text)
+        return name
 
     def comment(self, text: str) -> None:
         self._e.out.statements.append(text)

@@ -114,10 +114,13 @@ class Translation:
     statements: list[Statement | str] = field(default_factory=list)  # str: a comment line
     helpers: list[str] = field(default_factory=list)  # helper templates, in first-use order
     stubs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, Caffe type, parameters)
+    param_str_stubs: set[str] = field(default_factory=set)  # stubs of Python layers, given param_str
+    custom_layers: str | None = None  # the module, beside this one, that defines the stub classes
     blobs: dict[str, Tensor] = field(default_factory=dict)  # final value of every Caffe blob
     weights: list[WeightSpec] = field(default_factory=list)
     expectations: list[BlobExpectation] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)  # one line per Caffe layer, for -v
+    warnings: list[str] = field(default_factory=list)  # what was translated though not understood
     preprocess: dict[str, Any] | None = None
     frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it
     training: dict[str, Any] | None = None  # --solver: what compile_model() does (solver.describe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,7 +13,7 @@ from google.protobuf import text_format
 
 from .errors import TranslationError
 from .ir import Node, Shape
-from .parse import ParsedNet
+from .parse import ParsedNet, UnknownField
 from .schema import enum_values
 
 # Layers that produce training data; at inference their data top becomes a model input.
@@ -41,6 +42,8 @@ class Graph:
     # The loss layers (no tops) over the blobs they read, and the inputs only they read (labels).
     losses: tuple[Node, ...] = ()
     targets: tuple[tuple[tuple[str, int], Shape], ...] = ()
+    # Fields the schema does not know, of the net and of the layers kept, in file order.
+    unknown_fields: tuple[UnknownField, ...] = ()
 
 
 def _is_data_layer(layer) -> bool:
@@ -115,7 +118,7 @@ def _data_shape(layer, overrides: Mapping[str, Shape], where: dict) -> Shape | N
     crop = layer.transform_param.crop_size
     if crop:
         batch = 1
-        for name in ("data_param", "image_data_param", "window_data_param"):
+        for name in ("data_param", "image_data_param", "window_data_param", "video_data_param"):
             if layer.HasField(name) and getattr(layer, name).batch_size:
                 batch = getattr(layer, name).batch_size
         means = len(layer.transform_param.mean_value)
@@ -135,8 +138,15 @@ def build_graph(
     """Apply Caffe's phase rules and wire the layers over SSA blob keys."""
     builder = _GraphBuilder(parsed, phase, input_shapes or {})
     builder.add_net_inputs()
-    for layer, where in _kept_layers(parsed, phase, level, stages):
+    unknown_fields = [field for field in parsed.unknown_fields if field.layer is None]
+    for index, layer, where in _kept_layers(parsed, phase, level, stages):
         builder.add_layer(layer, where)
+        # A layer left out takes its fields with it; a kept layer's unknown fields must be dealt with.
+        unknown_fields += [
+            dataclasses.replace(field, layer_name=layer.name, layer_type=layer.type)
+            for field in parsed.unknown_fields
+            if field.layer == index
+        ]
     if not builder.nodes and not builder.inputs:
         raise TranslationError("the net has no layers (empty or not a prototxt?)", path=parsed.path, line=1)
     inputs = builder.deployed_inputs()
@@ -152,11 +162,14 @@ def build_graph(
         phase=phase,
         losses=tuple(builder.losses),
         targets=tuple(builder.targets()),
+        unknown_fields=tuple(sorted(unknown_fields, key=lambda field: field.line)),
     )
 
 
-def _kept_layers(parsed: ParsedNet, phase: str, level: int, stages: Sequence[str]) -> Iterator[tuple[Any, dict]]:
-    """The layers Caffe's Net::FilterNet keeps for this state, each with where it is in the prototxt."""
+def _kept_layers(
+    parsed: ParsedNet, phase: str, level: int, stages: Sequence[str]
+) -> Iterator[tuple[int, Any, dict]]:
+    """The layers Caffe's Net::FilterNet keeps for this state: index, layer, where it is in the prototxt."""
     net = parsed.net
     phase_id = PHASES[phase]
     level = level or net.state.level
@@ -168,7 +181,7 @@ def _kept_layers(parsed: ParsedNet, phase: str, level: int, stages: Sequence[str
         if layer.include and layer.exclude:
             raise TranslationError("has both include and exclude rules (Caffe allows one kind)", **where)
         if _included(layer, phase_id, level, stage_set):
-            yield layer, where
+            yield index, layer, where
 
 
 class _GraphBuilder:

@@ -21,6 +21,13 @@ class Options:
     fully_conv: bool = False
     native_groups: bool = False
     stub_unknown: bool = False
+    ignore_unknown_fields: bool = False
+    # The module (a file beside the generated one) whose classes replace the stubs: --custom-layers.
+    custom_layers: str | None = None
+
+    @property
+    def stubs(self) -> bool:
+        return self.stub_unknown or self.custom_layers is not None
 
 
 def parse_shape(text: str) -> tuple[str, Shape]:

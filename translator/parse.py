@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,23 @@ from .upgrade import upgrade_net
 
 
 @dataclass(frozen=True)
+class UnknownField:
+    """A field the schema does not know, skipped by the parser and kept here so it is never lost."""
+
+    line: int
+    layer: int | None  # index of the top-level layer block it is in; None outside any layer
+    path: str  # dotted from the layer (or the net): "lstm_param", "convolution_param.hole"
+    text: str  # the field as written, value included
+    layer_name: str | None = None  # filled in once the layer is known
+    layer_type: str | None = None
+
+    def describe(self) -> str:
+        """``line 12: layer 'lstm1' (Lstm): unknown field 'lstm_param'``, for error lists."""
+        where = f"layer {self.layer_name!r} ({self.layer_type}): " if self.layer_name is not None else ""
+        return f"line {self.line}: {where}unknown field {self.path!r}"
+
+
+@dataclass(frozen=True)
 class ParsedNet:
     """A parsed net, plus the line on which each of its layers starts."""
 
@@ -21,6 +39,7 @@ class ParsedNet:
     path: str
     data: bytes
     layer_lines: tuple[int, ...]
+    unknown_fields: tuple[UnknownField, ...] = ()
 
 
 def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
@@ -38,14 +57,25 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
         line = data[: exc.start].count(b"\n") + 1
         raise TranslationError(f"not UTF-8 text (byte {exc.start})", path=shown, line=line) from None
     net = schema.NetParameter()
+    unknown: tuple[UnknownField, ...] = ()
     try:
         # Parse, not Merge: like Caffe's TextFormat::Parse, a field given twice where one is allowed is an error.
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
-        raise syntax_error(exc, text, shown) from None
+        # Forks add fields: parse again without them, so that every unknown field (and layer type)
+        # is reported at once, or handled as the options say, instead of the first one stopping here.
+        # Text that fails even so is no prototxt with extra fields: the first error describes it.
+        if "has no field named" not in str(exc):
+            raise syntax_error(exc, text, shown) from None
+        net = schema.NetParameter()
+        try:
+            text_format.Parse(text, net, allow_unknown_field=True)
+        except text_format.ParseError:
+            raise syntax_error(exc, text, shown) from None
+        unknown = tuple(_FieldScanner(text).unknown(net.DESCRIPTOR))
     lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
     net = upgrade_net(net, shown)
-    return ParsedNet(net=net, path=shown, data=data, layer_lines=lines)
+    return ParsedNet(net=net, path=shown, data=data, layer_lines=lines, unknown_fields=unknown)
 
 
 def syntax_error(exc: text_format.ParseError, text: str, shown: str) -> TranslationError:
@@ -81,3 +111,90 @@ def _layer_lines(text: str, field: str) -> tuple[int, ...]:
             counted = match.start()
             lines.append(line)
     return tuple(lines)
+
+
+# Text-format tokens: blanks and comments (skipped), strings, punctuation, and words (names, numbers).
+_TOKEN = re.compile(r"""\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}<>\[\]:,;]|[^\s{}<>\[\]:,;"'#]+""")
+_CLOSE = {"{": "}", "<": ">"}
+
+
+class _FieldScanner:
+    """Walks text that parsed with unknown fields allowed, against the schema, listing those fields."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = [
+            (m.start(), m.end(), m.group())
+            for m in _TOKEN.finditer(text)
+            if not m.group()[0].isspace() and m.group()[0] != "#"
+        ]
+        self.at = 0
+        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self.found: list[UnknownField] = []
+
+    def unknown(self, descriptor) -> list[UnknownField]:
+        counts: dict[str, int] = {}
+        while self.at < len(self.tokens):
+            name = self._peek()
+            layer = None
+            if name in ("layer", "layers"):
+                layer = counts.get(name, 0)
+                counts[name] = layer + 1
+            self._field(descriptor, (), layer)
+        return self.found
+
+    def _peek(self) -> str:
+        return self.tokens[self.at][2] if self.at < len(self.tokens) else ""
+
+    def _take(self) -> tuple[int, int, str]:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def _line(self, offset: int) -> int:
+        return bisect.bisect_left(self.newlines, offset) + 1
+
+    def _message(self, descriptor, path: tuple[str, ...], layer: int | None, close: str) -> None:
+        while self.at < len(self.tokens) and self._peek() != close:
+            if self._peek() in (",", ";"):
+                self._take()
+                continue
+            self._field(descriptor, path, layer)
+        if self.at < len(self.tokens):
+            self._take()
+
+    def _field(self, descriptor, path: tuple[str, ...], layer: int | None) -> None:
+        start, _, name = self._take()
+        if name == "[":  # an extension or Any type name: nothing this schema defines
+            while self._take()[2] != "]":
+                pass
+            name = ""
+        field = descriptor.fields_by_name.get(name) if descriptor is not None else None
+        inner = field.message_type if field is not None else None
+        if self._peek() == ":":
+            self._take()
+        self._value(inner, path + (name,), layer)
+        if field is None and descriptor is not None:
+            end = self.tokens[self.at - 1][1]
+            # Paths start below the layer block (or at the net, for the net's own fields).
+            dotted = ".".join((path[1:] if layer is not None else path) + (name,))
+            self.found.append(UnknownField(self._line(start), layer, dotted, self.text[start:end]))
+
+    def _value(self, descriptor, path: tuple[str, ...], layer: int | None) -> None:
+        token = self._peek()
+        if token in _CLOSE:
+            self._take()
+            self._message(descriptor, path, layer, _CLOSE[token])
+        elif token == "[":
+            self._take()
+            while self.at < len(self.tokens) and self._peek() != "]":
+                if self._peek() == ",":
+                    self._take()
+                else:
+                    self._value(descriptor, path, layer)
+            self._take()
+        else:
+            first = self._take()[2]
+            # Adjacent string literals are one value ("a" "b" is "ab").
+            while first[0] in "\"'" and self._peek()[:1] in ("\"", "'"):
+                self._take()

@@ -162,9 +162,17 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
                 # Each line ends the docstring line: a final quote meets no template quote.
                 "params": Source("\n".join(f"        {docstring_text(line + ' ')[:-1]}" for line in params.splitlines())),
                 "message": string(f"Caffe layer type {kind!r} is not translated: fill in {name}.call()"),
+                "param_str": name in t.param_str_stubs,
             }
             for name, kind, params in t.stubs
         ],
+        "custom_layers": {
+            "file": comment(f"{t.custom_layers}.py"),
+            "module": Source(t.custom_layers),
+            "names": Source(", ".join(sorted(name for name, _, _ in t.stubs))),
+        }
+        if t.custom_layers and t.stubs
+        else None,
         "shape_param": Source("input_shape=INPUT_SHAPE" if single else "input_shapes=INPUT_SHAPES"),
         "shape_doc": Source(_shape_doc(t)),
         "body": body,

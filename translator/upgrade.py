@@ -149,6 +149,16 @@ _V1_TYPES = {
     "TANH": "TanH",
     "WINDOW_DATA": "WindowData",
     "THRESHOLD": "Threshold",
+    # DeepLab v1's own types, named as its V2 successor (DeepLab v2) names them.
+    "IMAGE_SEG_DATA": "ImageSegData",
+    "SEG_ACCURACY": "SegAccuracy",
+    "INTERP": "Interp",
+    "PADDING": "Padding",
+    "MAT_WRITE": "MatWrite",
+    "MAT_READ": "MatRead",
+    "DENSE_CRF": "DenseCRF",
+    "DOMINANT_CHANNEL": "DominantChannel",
+    "BIAS_CHANNEL": "BiasChannel",
 }
 
 # Caffe's UpgradeNetDataTransformation: V1 data layers whose own parameters still held the

@@ -115,8 +115,11 @@ class LayerContext(Protocol):
         """Ask for the helper class ``name`` (a template in ``templates/helpers``); returns the callee."""
         ...
 
-    def stub(self, class_name: str, caffe_type: str, params: str) -> str:
-        """Ask for a stub class for an untranslated type; returns its name for use as a callee."""
+    def stub(self, class_name: str, caffe_type: str, params: str, takes_param_str: bool = False) -> str:
+        """Ask for a stub class for an untranslated type; returns its name for use as a callee.
+
+        ``takes_param_str``: the class is given a Python layer's ``param_str`` keyword.
+        """
         ...
 
     # -- results --------------------------------------------------------------------------------

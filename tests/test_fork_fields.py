@@ -1,0 +1,222 @@
+"""Fields the schema lacks, Python layers and --custom-layers: exact errors, warnings and stubs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from caffe2py import cli
+from caffe2py.convert import translate, translate_to_source
+from caffe2py.errors import TranslationError
+from caffe2py.options import Options
+
+HEAD = 'name: "t"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+
+FORK_NET = HEAD + textwrap.dedent(
+    """\
+    frob: 3
+    layer { name: "c" type: "Convolution" bottom: "data" top: "c"
+      convolution_param { num_output: 4 kernel_size: 3 hole: 2 } }
+    layer { name: "l" type: "Lstm" bottom: "c" top: "l"
+      lstm_param { num_output: 4 } }
+    layer { name: "l2" type: "Lstm" bottom: "l" top: "l2" lstm_param { num_output: 5 } }
+    layer { name: "t" type: "ReLU" bottom: "l2" top: "t" colour: 'blue' }
+    layer { name: "train_only" type: "Frob" bottom: "t" top: "u" include { phase: TRAIN } frob_param { a: 1 } }
+    """
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "net.prototxt") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_one_error_lists_every_unknown_field_and_type(tmp_path):
+    path = write(tmp_path, FORK_NET)
+    with pytest.raises(TranslationError) as info:
+        translate(path)
+    # Fields of layers the phase leaves out (train_only) are not the translation's concern.
+    assert str(info.value) == (
+        f"{path}:4: 5 unknown field(s) and 2 layer(s) of unsupported type: "
+        "line 4: unknown field 'frob'; "
+        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.hole'; "
+        "line 7: layer 'l' of type 'Lstm'; "
+        "line 8: layer 'l' (Lstm): unknown field 'lstm_param'; "
+        "line 9: layer 'l2' (Lstm): unknown field 'lstm_param'; "
+        "line 9: layer 'l2' of type 'Lstm'; "
+        "line 10: layer 't' (ReLU): unknown field 'colour' "
+        "(see caffe2py --list-layers, or --stub-unknown; --ignore-unknown-fields translates without the fields)"
+    )
+
+
+def test_stubbed_layers_keep_their_fields_and_the_others_are_listed(tmp_path):
+    path = write(tmp_path, FORK_NET)
+    with pytest.raises(TranslationError) as info:
+        translate(path, options=Options(stub_unknown=True))
+    assert str(info.value) == (
+        f"{path}:4: 3 unknown field(s): line 4: unknown field 'frob'; "
+        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.hole'; "
+        "line 10: layer 't' (ReLU): unknown field 'colour' "
+        "(--ignore-unknown-fields translates without the fields)"
+    )
+    translation = translate(path, options=Options(stub_unknown=True, ignore_unknown_fields=True))
+    assert translation.warnings == [
+        f"{path}:4: unknown field 'frob' ignored",
+        f"{path}:6: layer 'c' (Convolution): unknown field 'convolution_param.hole' ignored",
+        f"{path}:10: layer 't' (ReLU): unknown field 'colour' ignored",
+    ]
+    [(name, kind, params)] = translation.stubs
+    assert (name, kind) == ("LstmStub", "Lstm")
+    assert params.endswith(
+        "\nFields caffe2py does not know:\nlstm_param { num_output: 4 }"
+        "\nFields caffe2py does not know, of layer 'l2':\nlstm_param { num_output: 5 }"
+    )
+
+
+def test_ignored_fields_warn_on_the_command_line(tmp_path, capsys):
+    path = write(tmp_path, HEAD + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" colour: "blue" }\n')
+    assert cli.main([str(path), "--ignore-unknown-fields", "-o", str(tmp_path / "m.py")]) == 0
+    assert capsys.readouterr().err == f"caffe2py: warning: {path}:4: layer 'r' (ReLU): unknown field 'colour' ignored\n"
+
+
+def test_text_that_is_no_prototxt_keeps_its_syntax_error(tmp_path):
+    path = write(tmp_path, "This is not a network definition.\n")
+    with pytest.raises(TranslationError, match='column 1: Message type "caffe.NetParameter" has no field named "This"'):
+        translate(path)
+
+
+def test_fork_fields_in_the_schema_parse(tmp_path):
+    """Fields of forks' data, quantized and writer layers, and V1 enum values of DeepLab."""
+    path = write(
+        tmp_path,
+        textwrap.dedent(
+            """\
+            name: "f"
+            layer { name: "v" type: "VideoData" top: "data" top: "label"
+              video_data_param { source: "list.txt" batch_size: 2 new_length: 5 num_segments: 3 modality: RGB }
+              transform_param { crop_size: 8 } }
+            layer { name: "q" type: "ConvolutionRistretto" bottom: "data" top: "q"
+              quantization_param { precision: DYNAMIC_FIXED_POINT bw_layer_in: 8 fl_layer_in: 2 fl_params: 7 } }
+            layer { name: "w" type: "MatWrite" bottom: "q" mat_write_param { prefix: "out/" period: 1 } }
+            """
+        ),
+    )
+    from caffe2py.parse import read_prototxt
+
+    parsed = read_prototxt(path)
+    assert parsed.unknown_fields == ()
+    assert parsed.net.layer[0].video_data_param.num_segments == 3
+    assert list(parsed.net.layer[1].quantization_param.fl_params) == [7]
+    v1 = write(
+        tmp_path,
+        'name: "d"\ninput: "data"\ninput_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
+        'layers { name: "i" type: INTERP bottom: "data" top: "i" interp_param { zoom_factor: 2 } }\n'
+        'layers { name: "w" type: MAT_WRITE bottom: "i" mat_write_param { prefix: "x" } }\n'
+        'layers { name: "s" type: IMAGE_SEG_DATA top: "im" top: "seg" }\n',
+        "v1.prototxt",
+    )
+    assert [layer.type for layer in read_prototxt(v1).net.layer] == ["Interp", "MatWrite", "ImageSegData"]
+
+
+PYTHON_NET = HEAD + textwrap.dedent(
+    """\
+    layer { name: "p1" type: "Python" bottom: "data" top: "p1"
+      python_param { module: "rpn.proposal" layer: "ProposalLayer" param_str: "'feat_stride': 16" } }
+    layer { name: "p2" type: "Python" bottom: "p1" top: "p2"
+      python_param { module: "rpn.proposal" layer: "ProposalLayer" param_str: "'feat_stride': 8" } }
+    layer { name: "p3" type: "Python" bottom: "p2" top: "p3" python_param { module: "m" layer: "Add One\\"))" } }
+    """
+)
+
+
+def test_one_stub_per_python_class_with_its_param_str(tmp_path):
+    path = write(tmp_path, PYTHON_NET)
+    translation = translate(path, options=Options(stub_unknown=True))
+    assert [(name, kind) for name, kind, _ in translation.stubs] == [
+        ("ProposalLayer", "Python (rpn.proposal.ProposalLayer)"),
+        ("Add_One", 'Python (m.Add One")))'),
+    ]
+    source = translate_to_source(path, options=Options(stub_unknown=True))
+    assert "x = ProposalLayer(param_str=\"'feat_stride': 16\", name=\"p1\")(data)" in source
+    assert "x = ProposalLayer(param_str=\"'feat_stride': 8\", name=\"p2\")(x)" in source
+    assert 'p3 = Add_One(name="p3")(x)' in source
+    compile(source, "model.py", "exec")
+
+
+CUSTOM = """\
+import keras
+
+
+class ProposalLayer(keras.layers.Layer):
+    def __init__(self, param_str="", **kwargs):
+        super().__init__(**kwargs)
+        self.stride = float(param_str.split(":")[1])
+
+    def call(self, x):
+        return x * self.stride
+
+
+class Add_One(keras.layers.Layer):
+    def call(self, x):
+        return x + 1.0
+"""
+
+RUN = """\
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import pkg.model as member
+sys.path.insert(0, sys.argv[1] + "/pkg")
+import model as top_level
+for module in (member, top_level):
+    out = module.build_model().predict(np.ones((1, 8, 8, 3), "float32"), verbose=0)
+    print(float(out[0, 0, 0, 0]))
+"""
+
+
+def test_custom_layers_are_imported_from_beside_the_module(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    path = write(package, PYTHON_NET)
+    (package / "my_layers.py").write_text(CUSTOM)
+    assert cli.main([str(path), "--custom-layers", str(package / "my_layers.py"), "-o", str(package / "model.py")]) == 0
+    source = (package / "model.py").read_text()
+    assert "class ProposalLayer" not in source
+    assert "if __package__:\n    from .my_layers import Add_One, ProposalLayer\nelse:\n    from my_layers import Add_One, ProposalLayer\n" in source
+    # As a member of a package and as a top-level module: 1 * 16 * 8 + 1.
+    run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["129.0", "129.0"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("my-layers.py", CUSTOM, "--custom-layers {path}: needs a NAME.py file whose NAME is a Python identifier"),
+        ("numpy.py", CUSTOM, "--custom-layers {path}: numpy.py would hide the numpy package the module imports"),
+        ("partial.py", CUSTOM.split("class Add_One")[0], "{path}: --custom-layers: defines no Add_One (the classes the module imports from it; --stub-unknown prints them as stubs to start from)"),
+        ("broken.py", "class (:\n", "{path}:1: --custom-layers: not valid Python: invalid syntax"),
+    ],
+)
+def test_custom_layers_errors(tmp_path, name, content, message):
+    path = write(tmp_path, PYTHON_NET)
+    custom = tmp_path / name
+    custom.write_text(content)
+    with pytest.raises(TranslationError) as info:
+        translate(path, custom_layers=custom)
+    assert str(info.value) == message.format(path=custom)
+
+
+def test_custom_layers_must_be_beside_the_module(tmp_path, capsys):
+    path = write(tmp_path, PYTHON_NET)
+    (tmp_path / "my_layers.py").write_text(CUSTOM)
+    (tmp_path / "out").mkdir()
+    assert cli.main([str(path), "--custom-layers", str(tmp_path / "my_layers.py"), "-o", str(tmp_path / "out" / "m.py")]) == 2
+    assert capsys.readouterr().err == (
+        f"caffe2py: error: --custom-layers {tmp_path / 'my_layers.py'}: must be in the folder of the module {tmp_path / 'out' / 'm.py'}\n"
+    )
