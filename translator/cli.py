@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   caffe2py fork_net.prototxt --stub-unknown > model.py             # a stub class for each unknown layer type
   caffe2py fork_net.prototxt --ignore-unknown-fields > model.py    # translate without fields the schema lacks (warned)
   caffe2py rcnn.prototxt --custom-layers my_layers.py -o model.py  # import the stub classes from my_layers.py
+  caffe2py full_conv.prototxt --weights net.caffemodel --rename fc6=fc6-conv -o model.py  # net surgery
   caffe2py deploy.prototxt -v > model.py                           # the layer-by-layer plan on stderr
   caffe2py verify --help                                           # compare a translation with a Caffe runtime
   caffe2py --list-layers
@@ -44,6 +45,13 @@ on the command line win:
   [tool.caffe2py.files."nets/fcn32s.prototxt"]
   input-shape = ["data=1,3,500,500"]
 """
+
+
+def _rename(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"{text!r} is not OLD=NEW (two layer names)")
+    return old, new
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--check", action="store_true", help="write nothing; print a diff of every module --write would change")
     p.add_argument("--out-dir", metavar="DIR", help="with --write/--check: the modules' folder instead of each prototxt's own")
     p.add_argument("--weights", metavar="CAFFEMODEL", help="also convert these weights, e.g. --weights net.caffemodel")
+    p.add_argument("--rename", action="append", type=_rename, default=[], metavar="OLD=NEW", help="layer NEW takes layer OLD's blobs from the caffemodel, an InnerProduct's reshaped for a convolution (net surgery), e.g. --rename fc6=fc6-conv (repeatable)")
     p.add_argument("--npz", metavar="PATH", help="where the weights go (default: the module's path with .npz)")
     p.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST", help="net phase whose layers are kept (default TEST)")
     p.add_argument("--stage", action="append", default=[], metavar="NAME", help="a net stage for include/exclude rules, e.g. --stage deploy (repeatable)")

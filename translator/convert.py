@@ -72,6 +72,7 @@ def translate_with_options(prototxt: str | Path, args: argparse.Namespace) -> Tr
         native_groups=args.native_groups,
         stub_unknown=args.stub_unknown,
         ignore_unknown_fields=args.ignore_unknown_fields,
+        rename=tuple(args.rename),
     )
     return translate(
         prototxt,

@@ -47,6 +47,7 @@ class Emitter:
         self.absorbed: dict[int, str] = {}  # node index -> the layer it was fused into
         self.hidden: set[str] = set()  # blobs whose own value a fusion removed
         self.stub_fields: dict[str, list[str]] = {}  # stubbed layer -> its unknown fields, as written
+        self.sources: dict[str, str] = {}  # layer -> the caffemodel layer it takes its blobs from
         self.consumers: dict[tuple[str, int], list[int]] = {}
         # By identity: nodes compare by value, protobuf parameters included, which is slow.
         self.index_of = {id(node): index for index, node in enumerate(graph.nodes)}
@@ -65,6 +66,12 @@ class Emitter:
 
     def run(self) -> Translation:
         self._check_unknown()
+        names = {node.name for node in self.graph.nodes}
+        for old, new in self.options.rename:
+            if new not in names:
+                raise TranslationError(f"--rename {old}={new}: the net has no layer {new!r}", path=self.graph.path)
+            if self.sources.setdefault(new, old) != old:
+                raise TranslationError(f"--rename: layer {new!r} is given two sources", path=self.graph.path)
         for (blob, version), shape in self.graph.inputs:
             if self.options.fully_conv and len(shape) == 4:
                 shape = (shape[0], shape[1], None, None)
@@ -302,7 +309,7 @@ class EmitContext:
 
     def expect_blobs(self, *shapes: tuple[int, ...], layer: Node | None = None) -> None:
         node = layer or self.node
-        self._e.out.expectations.append(BlobExpectation(node.name, node.type, tuple(shapes)))
+        self._e.out.expectations.append(BlobExpectation(node.name, node.type, tuple(shapes), self._e.sources.get(node.name)))
 
     def weight(
         self, layer_name: str, variable: str, convert: Callable[[Sequence[np.ndarray]], np.ndarray], *, source: Node | None = None

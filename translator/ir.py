@@ -100,6 +100,8 @@ class BlobExpectation:
     layer: str
     layer_type: str
     shapes: tuple[tuple[int, ...], ...]
+    # The caffemodel layer whose blobs it takes, when --rename gave it another's (net surgery).
+    source: str | None = None
 
 
 @dataclass

@@ -24,6 +24,8 @@ class Options:
     ignore_unknown_fields: bool = False
     # The module (a file beside the generated one) whose classes replace the stubs: --custom-layers.
     custom_layers: str | None = None
+    # (old, new): layer new takes layer old's blobs from the caffemodel (--rename, Caffe's net surgery).
+    rename: tuple[tuple[str, str], ...] = ()
 
     @property
     def stubs(self) -> bool:

@@ -27,8 +27,12 @@ def _fits(found: tuple[int, ...], legacy: bool, wanted: tuple[int, ...]) -> bool
 
 def _checked_blobs(expect: BlobExpectation, layers: dict, path: str) -> list[np.ndarray]:
     where = {"path": path, "layer": expect.layer, "layer_type": expect.layer_type}
-    entry = layers.get(expect.layer)
+    entry = layers.get(expect.source or expect.layer)
     if entry is None:
+        if expect.source:
+            raise TranslationError(
+                f"the caffemodel has no layer {expect.source!r} (--rename {expect.source}={expect.layer})", **where
+            )
         raise TranslationError("the caffemodel has no weights for this layer (is it for another net?)", **where)
     if len(entry.blobs) != len(expect.shapes):
         raise TranslationError(
@@ -37,9 +41,13 @@ def _checked_blobs(expect: BlobExpectation, layers: dict, path: str) -> list[np.
     blobs = []
     for i, (blob, legacy, wanted) in enumerate(zip(entry.blobs, entry.legacy_shapes, expect.shapes)):
         found = tuple(int(d) for d in blob.shape)
-        if not _fits(found, legacy, wanted):
+        # Caffe's net surgery copies a renamed layer's blobs element by element (an InnerProduct's
+        # (O, C*H*W) matrix into a convolution's (O, C, H, W) kernel): same count, C order.
+        surgery = expect.source is not None and math.prod(found) == math.prod(wanted)
+        if not (_fits(found, legacy, wanted) or surgery):
+            source = f" (layer {expect.source!r})" if expect.source else ""
             raise TranslationError(
-                f"blob {i} has shape {list(found)} in the caffemodel, the net needs {list(wanted)}", **where
+                f"blob {i} has shape {list(found)} in the caffemodel{source}, the net needs {list(wanted)}", **where
             )
         blobs.append(blob.reshape(wanted))
     return blobs
