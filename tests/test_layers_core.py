@@ -140,6 +140,22 @@ def test_pooling_against_caffe_loops(method, h, k, s, p, rounding):
     assert_close(got, _caffe_pool_reference(x, k, s, p, method, ceil_mode=not rounding), 1e-5)
 
 
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("h,w,k,s,p", [(1, 1, 2, 2, 0), (2, 3, 4, 3, 0), (3, 4, 6, 4, 1), (1, 1, 4, 4, 1)])
+def test_pooling_window_larger_than_the_padded_input(method, h, w, k, s, p):
+    # OpenPose declares 1x1 inputs: Caffe's ceil mode still gives an output, its window clipped.
+    rng = _rng("larger", method, h, w, k, s, p)
+    proto = _net(
+        (1, 2, h, w),
+        f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
+        f"  pooling_param {{ pool: {method} kernel_size: {k} stride: {s} pad: {p} }} }}",
+    )
+    x = rng.normal(size=(1, 2, h, w)).astype(np.float32) - 1.0
+    want = _caffe_pool_reference(x, k, s, p, method)
+    assert want.shape[2:] == (1, 1)
+    assert_close(keras_forward(proto, {"data": x})["pool"], want, 1e-5)
+
+
 def _lrn_reference(x, n, alpha, beta, k, region):
     """Caffe's lrn_layer.cpp: across channels, or a power-of-pooled-squares within each channel."""
     half = n // 2

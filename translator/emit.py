@@ -65,6 +65,7 @@ class Emitter:
         return self._blob_vars[blob]
 
     def run(self) -> Translation:
+        self.out.warnings.extend(self.graph.warnings)
         self._check_unknown()
         names = {node.name for node in self.graph.nodes}
         for old, new in self.options.rename:
@@ -98,6 +99,9 @@ class Emitter:
                 self.out.blobs[top[0]] = self.values[top]
             self.out.plan.append(ctx.plan_line())
         self._outputs_in_caffe_order()
+        if self.graph.silenced:
+            silenced = ", ".join(repr(blob) for blob, _ in self.graph.silenced)
+            self.out.statements.append(f"model outputs that Caffe passes only to Silence layers (which discard them): {silenced}")
         self.out.custom_layers = self.options.custom_layers
         self.out.outputs = [self.values[key] for key in self.graph.outputs]
         for blob in self.hidden:
@@ -201,6 +205,12 @@ class EmitContext:
 
     def error(self, message: str) -> TranslationError:
         return TranslationError(message)
+
+    def source_of(self, i: int) -> str:
+        """``'blob' from layer 'name'`` for bottom ``i``: where a shape that must agree came from."""
+        key = self.node.bottoms[i]
+        producer = next((n.name for n in self._e.graph.nodes if key in n.tops), None)
+        return f"{key[0]!r} from " + (f"layer {producer!r}" if producer is not None else "the net's input")
 
     def sole_consumer(self, i: int) -> Node | None:
         """The one layer that reads top ``i``, when exactly one does and the top is no net output."""

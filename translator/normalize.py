@@ -44,6 +44,9 @@ class Graph:
     targets: tuple[tuple[tuple[str, int], Shape], ...] = ()
     # Fields the schema does not know, of the net and of the layers kept, in file order.
     unknown_fields: tuple[UnknownField, ...] = ()
+    # Outputs that only Silence layers read in Caffe (which then discards them).
+    silenced: tuple[tuple[str, int], ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def _is_data_layer(layer) -> bool:
@@ -55,6 +58,14 @@ def _is_data_layer(layer) -> bool:
 
 def _is_training_only(kind: str) -> bool:
     return kind == "Accuracy" or kind.endswith("Loss")
+
+
+# Layers that score or save what the net computes rather than compute it: dropped, with a warning.
+DROPPED = {
+    "DetectionEvaluate": "an evaluation layer (it scores detections against labels)",
+    "SegAccuracy": "an evaluation layer (it scores a segmentation against labels)",
+    "MatWrite": "a writer (it saves blobs to .mat files)",
+}
 
 
 def _rule_met(rule, phase: int, level: int, stages: set[str]) -> bool:
@@ -139,7 +150,11 @@ def build_graph(
     builder = _GraphBuilder(parsed, phase, input_shapes or {})
     builder.add_net_inputs()
     unknown_fields = [field for field in parsed.unknown_fields if field.layer is None]
+    warnings = []
     for index, layer, where in _kept_layers(parsed, phase, level, stages):
+        if layer.type in DROPPED:
+            warnings.append(str(TranslationError(f"dropped: {DROPPED[layer.type]}", **where)))
+            continue
         builder.add_layer(layer, where)
         # A layer left out takes its fields with it; a kept layer's unknown fields must be dealt with.
         unknown_fields += [
@@ -150,19 +165,22 @@ def build_graph(
     if not builder.nodes and not builder.inputs:
         raise TranslationError("the net has no layers (empty or not a prototxt?)", path=parsed.path, line=1)
     inputs = builder.deployed_inputs()
+    outputs = builder.net_outputs()
     return Graph(
         name=parsed.net.name or "net",
         path=parsed.path,
         sha256=hashlib.sha256(parsed.data).hexdigest(),
         inputs=tuple(inputs),
         nodes=tuple(builder.nodes),
-        outputs=tuple(builder.net_outputs()),
+        outputs=tuple(outputs),
         notes=tuple(builder.notes),
         transforms=tuple(builder.transforms),
         phase=phase,
         losses=tuple(builder.losses),
         targets=tuple(builder.targets()),
         unknown_fields=tuple(sorted(unknown_fields, key=lambda field: field.line)),
+        silenced=tuple(key for key in outputs if key in builder.silenced),
+        warnings=tuple(warnings),
     )
 
 
@@ -198,6 +216,7 @@ class _GraphBuilder:
         self.notes: list[str] = []
         self.transforms: list[tuple[str, Any]] = []
         self.losses: list[Node] = []
+        self.silenced: set[tuple[str, int]] = set()
 
     def add_input(self, name: str, shape: Shape | None, where: dict) -> None:
         if name in self.version:
@@ -263,7 +282,11 @@ class _GraphBuilder:
                 hint = _hint(self.net, blob, self.phase)
                 raise TranslationError(f"bottom {blob!r} is not produced by any earlier layer{hint}", **where)
             key = (blob, self.version[blob])
-            self.consumed[key] = self.consumed.get(key, 0) + 1
+            # Silence only keeps Caffe from listing a blob as a net output; here the blob stays one.
+            if layer.type == "Silence":
+                self.silenced.add(key)
+            else:
+                self.consumed[key] = self.consumed.get(key, 0) + 1
             bottoms.append(key)
         tops = []
         for i, blob in enumerate(layer.top):

@@ -32,9 +32,12 @@ def concat(ctx: LayerContext) -> None:
     rank = xs[0].rank
     axis = caffe_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, rank)
     shapes = [t.shape for t in xs]
-    for s in shapes[1:]:
+    for j, s in enumerate(shapes[1:], 1):
         if any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i not in (0, axis)):
-            raise ctx.error(f"bottoms {[list(s) for s in shapes]} differ outside the concat axis {axis}")
+            raise ctx.error(
+                f"bottoms differ outside the concat axis {axis}: {ctx.source_of(0)} is {list(shapes[0])}, "
+                f"{ctx.source_of(j)} is {list(s)}"
+            )
     k = keras_axis(xs[0].keras_axis(axis), rank)
     target, producer = ctx.call("layers.Concatenate", inputs=xs, **({"axis": k} if k != -1 else {}))
     total = None if any(s[axis] is None for s in shapes) else sum(s[axis] for s in shapes)
@@ -49,9 +52,12 @@ def eltwise(ctx: LayerContext) -> None:
     ctx.need_tops(1)
     p = ctx.p.eltwise_param
     xs = _aligned(ctx)
-    shapes = {t.shape[1:] for t in xs}
-    if len(shapes) != 1:
-        raise ctx.error(f"bottoms have different shapes {[list(t.shape) for t in xs]}")
+    for j, t in enumerate(xs[1:], 1):
+        if t.shape[1:] != xs[0].shape[1:]:
+            raise ctx.error(
+                f"bottoms have different shapes: {ctx.source_of(0)} is {list(xs[0].shape)}, "
+                f"{ctx.source_of(j)} is {list(t.shape)}"
+            )
     coeffs = list(p.coeff)
     if coeffs and p.operation != SUM:
         raise ctx.error("coeff is only allowed with operation SUM")

@@ -72,13 +72,17 @@ def pooling(ctx: LayerContext) -> None:
         raise ctx.error(f"pad {pad} must be smaller than the kernel {kernel}")
     # round_mode (BVLC) and ceil_mode (forks) both choose floor over Caffe's default ceil.
     ceil_mode = p.round_mode == PoolingParameter.CEIL and (not has("ceil_mode") or p.ceil_mode)
-    for size, k, q in ((height, kernel[0], pad[0]), (width, kernel[1], pad[1])):
-        if size is not None and size + 2 * q < k:
-            raise ctx.error(f"kernel {kernel} is larger than the padded input {height}x{width}")
     out = tuple(
         None if size is None else pool_out(size, k, s, q, ceil_mode)
         for size, k, s, q in zip((height, width), kernel, stride, pad)
     )
+    # A window larger than the padded input is Caffe's too: ceil mode still gives one output per
+    # axis while the overhang is less than a stride, and that window is clipped to the input.
+    if any(o is not None and o <= 0 for o in out):
+        raise ctx.error(
+            f"kernel {kernel} (stride {stride}, pad {pad}) does not fit the input {height}x{width}: "
+            f"Caffe's pooled size would be {out[0]}x{out[1]}"
+        )
     modes = {native_padding(p.pool, size, k, s, q, ceil_mode) for size, k, s, q in zip((height, width), kernel, stride, pad)}
     kwargs = {"strides": compact(stride)} if stride != kernel else {}
     if modes == {"valid"}:

@@ -114,6 +114,7 @@ def detection_output(ctx: LayerContext) -> None:
         raise ctx.error("visualize and save_output_param write files; not supported")
     # Caffe reads loc and conf as flat (N, priors * ...) rows in its own element order.
     loc, conf, priors = (ctx.in_layout(t, identity(t.rank)) for t in ctx.inputs)
+    _check_counts(ctx, p, loc, conf, priors)
     kwargs = {"num_classes": p.num_classes}
     if not p.share_location:
         kwargs["share_location"] = False
@@ -136,3 +137,23 @@ def detection_output(ctx: LayerContext) -> None:
     ctx.comment(f"{ctx.node.name}: (1, 1, detections, 7) rows [image, label, score, xmin, ymin, xmax, ymax]")
     target, producer = ctx.call(ctx.helper("DetectionOutput"), inputs=[loc, conf, priors], **kwargs)
     ctx.output(0, target, producer, (1, 1, None, 7), identity(4))
+
+
+def _check_counts(ctx, p, loc, conf, priors) -> None:
+    """DetectionOutputLayer::Reshape's checks: one loc box and one score per class for every prior."""
+    count = priors.shape[2] if priors.rank == 3 else None
+    if count is None or loc.rank < 2 or conf.rank < 2:
+        return
+    if count % 4:
+        raise ctx.error(f"{ctx.source_of(2)} holds {count} values, not 4 per prior box")
+    boxes = count // 4
+    loc_classes = 1 if p.share_location else p.num_classes
+    for i, tensor, want, what in (
+        (0, loc, boxes * loc_classes * 4, f"{loc_classes * 4} location values"),
+        (1, conf, boxes * p.num_classes, f"{p.num_classes} class scores"),
+    ):
+        if tensor.shape[1] is not None and tensor.shape[1] != want:
+            raise ctx.error(
+                f"{ctx.source_of(2)} holds {boxes} prior boxes, but {ctx.source_of(i)} has {tensor.shape[1]} "
+                f"values per image where {boxes} boxes of {what} need {want}"
+            )
