@@ -67,6 +67,10 @@ class LayerContext(Protocol):
         """An error about this layer, for ``raise``; the translator adds file, line and layer."""
         ...
 
+    def source_of(self, i: int) -> str:
+        """``'blob' from layer 'name'`` for bottom ``i``, to name both sides of a shape mismatch."""
+        ...
+
     # -- fusion ---------------------------------------------------------------------------------
     def sole_consumer(self, i: int) -> Node | None:
         """The one layer that reads top ``i``, when exactly one does and the top is no net output."""
