@@ -103,6 +103,8 @@ def test_fork_fields_in_the_schema_parse(tmp_path):
             layer { name: "q" type: "ConvolutionRistretto" bottom: "data" top: "q"
               quantization_param { precision: DYNAMIC_FIXED_POINT bw_layer_in: 8 fl_layer_in: 2 fl_params: 7 } }
             layer { name: "w" type: "MatWrite" bottom: "q" mat_write_param { prefix: "out/" period: 1 } }
+            layer { name: "seg" type: "ImageSegData" top: "im" top: "gt"
+              image_data_param { source: "list.txt" label_type: PIXEL ignore_label: 255 } }
             """
         ),
     )
@@ -112,6 +114,7 @@ def test_fork_fields_in_the_schema_parse(tmp_path):
     assert parsed.unknown_fields == ()
     assert parsed.net.layer[0].video_data_param.num_segments == 3
     assert list(parsed.net.layer[1].quantization_param.fl_params) == [7]
+    assert parsed.net.layer[3].image_data_param.label_type == 2
     v1 = write(
         tmp_path,
         'name: "d"\ninput: "data"\ninput_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'

@@ -151,6 +151,7 @@ _V1_TYPES = {
     "THRESHOLD": "Threshold",
     # DeepLab v1's own types, named as its V2 successor (DeepLab v2) names them.
     "IMAGE_SEG_DATA": "ImageSegData",
+    "HOLE_CONVOLUTION": "HoleConvolution",
     "SEG_ACCURACY": "SegAccuracy",
     "INTERP": "Interp",
     "PADDING": "Padding",
