@@ -90,6 +90,13 @@ def test_text_that_is_no_prototxt_keeps_its_syntax_error(tmp_path):
         translate(path)
 
 
+def test_a_syntax_error_past_an_unknown_field_is_the_one_reported(tmp_path):
+    path = write(tmp_path, HEAD + 'colour: "blue"\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }\nlayer {\n')
+    with pytest.raises(TranslationError) as info:
+        translate(path)
+    assert str(info.value) == f'{path}:6: column 7: Expected "}}".'
+
+
 def test_fork_fields_in_the_schema_parse(tmp_path):
     """Fields of forks' data, quantized and writer layers, and V1 enum values of DeepLab."""
     path = write(

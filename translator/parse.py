@@ -70,8 +70,10 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
         net = schema.NetParameter()
         try:
             text_format.Parse(text, net, allow_unknown_field=True)
-        except text_format.ParseError:
-            raise syntax_error(exc, text, shown) from None
+        except text_format.ParseError as other:
+            # Past the unknown field, the text has an error of its own: that one is the problem.
+            # On the field's own line (prose parsed as fields), the unknown name says it better.
+            raise syntax_error(other if other.GetLine() > exc.GetLine() else exc, text, shown) from None
         unknown = tuple(_FieldScanner(text).unknown(net.DESCRIPTOR))
     lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
     net = upgrade_net(net, shown)
