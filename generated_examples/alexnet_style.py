@@ -13,6 +13,35 @@ from keras import layers, ops
 
 INPUT_SHAPE = (67, 67, 3)  # Caffe 1x3x67x67
 
+
+def build_model(input_shape=INPUT_SHAPE, outputs=None):
+    """Build the Keras model of alexnet_style.
+
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
+    """
+    data = keras.Input(shape=input_shape, name="data")
+    x = layers.Conv2D(32, 7, strides=2, name="conv1")(data)
+    x = layers.ReLU(name="relu1")(x)
+    x = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = grouped_conv(x, 2, 64, 3, padding="same", name="conv2")
+    x = layers.ReLU(name="relu2")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    x = layers.Flatten(name="fc6_flatten")(x)
+    x = layers.Dense(128, name="fc6")(x)
+    x = layers.ReLU(name="relu6")(x)
+    x = layers.Dropout(0.5, name="drop6")(x)
+    x = layers.Dense(10, name="fc7")(x)
+    prob = layers.Softmax(name="prob")(x)
+    model = keras.Model(data, prob, name="alexnet_style")
+    if outputs is None:
+        return model
+    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
+    return keras.Model(model.input, picked, name="alexnet_style")
+
+
 # The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
 NHWC = (0, 2, 3, 1)
 
@@ -28,6 +57,49 @@ BLOBS = {
     "fc7": ("fc7", (0, 1)),
     "prob": ("prob", (0, 1)),
 }
+
+
+def load_weights(model, path, skip_missing=False):
+    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
+
+    Every shape is checked before anything is assigned; problems are raised together. With
+    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
+    weights load by name into a model built differently (a backbone inside a larger model).
+    Returns (names of the layers loaded, names of the layers skipped).
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    plan, problems, skipped = [], [], []
+    for layer in _layers_with_weights(model):
+        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
+        wrong = [k for k in keys if k not in arrays]
+        wrong += [
+            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
+            for k, v in zip(keys, layer.weights)
+            if k in arrays and arrays[k].shape != tuple(v.shape)
+        ]
+        if wrong and skip_missing:
+            skipped.append(layer.name)
+        elif wrong:
+            problems += [f"missing {p}" if p in keys else p for p in wrong]
+        else:
+            plan.append((layer, keys))
+    used = {k for _, keys in plan for k in keys}
+    if not skip_missing:
+        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
+    if problems:
+        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
+    for layer, keys in plan:
+        layer.set_weights([arrays[k] for k in keys])
+    return [layer.name for layer, _ in plan], skipped
+
+
+def _layers_with_weights(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _layers_with_weights(layer)
+        elif layer.weights:
+            yield layer
 
 
 class LRN(layers.Layer):
@@ -79,77 +151,16 @@ class LRN(layers.Layer):
         return config
 
 
-def build_model(input_shape=INPUT_SHAPE, outputs=None):
-    """Build the Keras model of alexnet_style.
-
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
-    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-    """
-    data = keras.Input(shape=input_shape, name="data")
-    x = layers.Conv2D(32, 7, strides=2, name="conv1")(data)
-    x = layers.ReLU(name="relu1")(x)
-    x = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(x)
-    pool1 = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-    # conv2: group 2 -> one Conv2D per channel group, then Concatenate
-    x = layers.Lambda(lambda t: t[..., 0:16], name="conv2_split0")(pool1)
-    conv2_g0 = layers.Conv2D(32, 3, padding="same", name="conv2_g0")(x)
-    x = layers.Lambda(lambda t: t[..., 16:32], name="conv2_split1")(pool1)
-    conv2_g1 = layers.Conv2D(32, 3, padding="same", name="conv2_g1")(x)
-    x = layers.Concatenate(name="conv2")([conv2_g0, conv2_g1])
-    x = layers.ReLU(name="relu2")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
-    x = layers.Flatten(name="fc6_flatten")(x)
-    x = layers.Dense(128, name="fc6")(x)
-    x = layers.ReLU(name="relu6")(x)
-    x = layers.Dropout(0.5, name="drop6")(x)
-    x = layers.Dense(10, name="fc7")(x)
-    prob = layers.Softmax(name="prob")(x)
-    model = keras.Model(data, prob, name="alexnet_style")
-    if outputs is None:
-        return model
-    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
-    return keras.Model(model.input, picked, name="alexnet_style")
-
-
-def load_weights(model, path, skip_missing=False):
-    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
-
-    Every shape is checked before anything is assigned; problems are raised together. With
-    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
-    weights load by name into a model built differently (a backbone inside a larger model).
-    Returns (names of the layers loaded, names of the layers skipped).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    plan, problems, skipped = [], [], []
-    for layer in _layers_with_weights(model):
-        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
-        wrong = [k for k in keys if k not in arrays]
-        wrong += [
-            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
-            for k, v in zip(keys, layer.weights)
-            if k in arrays and arrays[k].shape != tuple(v.shape)
-        ]
-        if wrong and skip_missing:
-            skipped.append(layer.name)
-        elif wrong:
-            problems += [f"missing {p}" if p in keys else p for p in wrong]
-        else:
-            plan.append((layer, keys))
-    used = {k for _, keys in plan for k in keys}
-    if not skip_missing:
-        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
-    if problems:
-        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
-    for layer, keys in plan:
-        layer.set_weights([arrays[k] for k in keys])
-    return [layer.name for layer, _ in plan], skipped
-
-
-def _layers_with_weights(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _layers_with_weights(layer)
-        elif layer.weights:
-            yield layer
+def grouped_conv(x, groups, filters, kernel_size, name, **kwargs):
+    """Caffe's convolution with `group`: a channel split, one Conv2D per group, Concatenate."""
+    size = x.shape[-1] // groups
+    parts = []
+    for g in range(groups):
+        part = layers.Lambda(
+            lambda t, g=g: t[..., g * size : (g + 1) * size], name=f"{name}_split{g}"
+        )(x)
+        conv = layers.Conv2D(
+            filters // groups, kernel_size, name=f"{name}_g{g}", **kwargs
+        )
+        parts.append(conv(part))
+    return layers.Concatenate(name=name)(parts)

@@ -13,6 +13,55 @@ from keras import layers, ops
 
 INPUT_SHAPE = (28, 28, 192)  # Caffe 1x192x28x28
 
+
+def build_model(input_shape=INPUT_SHAPE, outputs=None):
+    """Build the Keras model of inception_block.
+
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
+    """
+    data = keras.Input(shape=input_shape, name="data")
+    # Caffe layer 'inception_3a/1x1'
+    x = layers.Conv2D(64, 1, name="inception_3a_1x1")(data)
+    # Caffe layer 'inception_3a/relu_1x1'
+    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(x)
+    # Caffe layer 'inception_3a/3x3_reduce'
+    x = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(data)
+    # Caffe layer 'inception_3a/relu_3x3_reduce'
+    x = layers.ReLU(name="inception_3a_relu_3x3_reduce")(x)
+    # Caffe layer 'inception_3a/3x3'
+    x = layers.Conv2D(128, 3, padding="same", name="inception_3a_3x3")(x)
+    # Caffe layer 'inception_3a/relu_3x3'
+    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(x)
+    # Caffe layer 'inception_3a/5x5_reduce'
+    x = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(data)
+    # Caffe layer 'inception_3a/relu_5x5_reduce'
+    x = layers.ReLU(name="inception_3a_relu_5x5_reduce")(x)
+    # Caffe layer 'inception_3a/5x5'
+    x = layers.Conv2D(32, 5, padding="same", name="inception_3a_5x5")(x)
+    # Caffe layer 'inception_3a/relu_5x5'
+    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(x)
+    # Caffe layer 'inception_3a/pool'
+    x = layers.MaxPooling2D(3, strides=1, padding="same", name="inception_3a_pool")(
+        data
+    )
+    # Caffe layer 'inception_3a/pool_proj'
+    x = layers.Conv2D(32, 1, name="inception_3a_pool_proj")(x)
+    # Caffe layer 'inception_3a/relu_pool_proj'
+    inception_3a_pool_proj = layers.ReLU(name="inception_3a_relu_pool_proj")(x)
+    # Caffe layer 'inception_3a/output'
+    x = layers.Concatenate(name="inception_3a_output")(
+        [inception_3a_1x1, inception_3a_3x3, inception_3a_5x5, inception_3a_pool_proj]
+    )
+    pool_ceil = CaffePooling2D("avg", 3, strides=2, padding=1, name="pool_ceil")(x)
+    model = keras.Model(data, pool_ceil, name="inception_block")
+    if outputs is None:
+        return model
+    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
+    return keras.Model(model.input, picked, name="inception_block")
+
+
 # The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
 NHWC = (0, 2, 3, 1)
 
@@ -29,6 +78,49 @@ BLOBS = {
     "inception_3a/output": ("inception_3a_output", NHWC),
     "pool_ceil": ("pool_ceil", NHWC),
 }
+
+
+def load_weights(model, path, skip_missing=False):
+    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
+
+    Every shape is checked before anything is assigned; problems are raised together. With
+    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
+    weights load by name into a model built differently (a backbone inside a larger model).
+    Returns (names of the layers loaded, names of the layers skipped).
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    plan, problems, skipped = [], [], []
+    for layer in _layers_with_weights(model):
+        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
+        wrong = [k for k in keys if k not in arrays]
+        wrong += [
+            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
+            for k, v in zip(keys, layer.weights)
+            if k in arrays and arrays[k].shape != tuple(v.shape)
+        ]
+        if wrong and skip_missing:
+            skipped.append(layer.name)
+        elif wrong:
+            problems += [f"missing {p}" if p in keys else p for p in wrong]
+        else:
+            plan.append((layer, keys))
+    used = {k for _, keys in plan for k in keys}
+    if not skip_missing:
+        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
+    if problems:
+        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
+    for layer, keys in plan:
+        layer.set_weights([arrays[k] for k in keys])
+    return [layer.name for layer, _ in plan], skipped
+
+
+def _layers_with_weights(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _layers_with_weights(layer)
+        elif layer.weights:
+            yield layer
 
 
 def _pair(value):
@@ -102,94 +194,3 @@ class CaffePooling2D(layers.Layer):
             ceil_mode=self.ceil_mode,
         )
         return config
-
-
-def build_model(input_shape=INPUT_SHAPE, outputs=None):
-    """Build the Keras model of inception_block.
-
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
-    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-    """
-    data = keras.Input(shape=input_shape, name="data")
-    # Caffe layer 'inception_3a/1x1'
-    x = layers.Conv2D(64, 1, name="inception_3a_1x1")(data)
-    # Caffe layer 'inception_3a/relu_1x1'
-    inception_3a_1x1 = layers.ReLU(name="inception_3a_relu_1x1")(x)
-    # Caffe layer 'inception_3a/3x3_reduce'
-    x = layers.Conv2D(96, 1, name="inception_3a_3x3_reduce")(data)
-    # Caffe layer 'inception_3a/relu_3x3_reduce'
-    x = layers.ReLU(name="inception_3a_relu_3x3_reduce")(x)
-    # Caffe layer 'inception_3a/3x3'
-    x = layers.Conv2D(128, 3, padding="same", name="inception_3a_3x3")(x)
-    # Caffe layer 'inception_3a/relu_3x3'
-    inception_3a_3x3 = layers.ReLU(name="inception_3a_relu_3x3")(x)
-    # Caffe layer 'inception_3a/5x5_reduce'
-    x = layers.Conv2D(16, 1, name="inception_3a_5x5_reduce")(data)
-    # Caffe layer 'inception_3a/relu_5x5_reduce'
-    x = layers.ReLU(name="inception_3a_relu_5x5_reduce")(x)
-    # Caffe layer 'inception_3a/5x5'
-    x = layers.Conv2D(32, 5, padding="same", name="inception_3a_5x5")(x)
-    # Caffe layer 'inception_3a/relu_5x5'
-    inception_3a_5x5 = layers.ReLU(name="inception_3a_relu_5x5")(x)
-    # Caffe layer 'inception_3a/pool'
-    x = layers.MaxPooling2D(3, strides=1, padding="same", name="inception_3a_pool")(
-        data
-    )
-    # Caffe layer 'inception_3a/pool_proj'
-    x = layers.Conv2D(32, 1, name="inception_3a_pool_proj")(x)
-    # Caffe layer 'inception_3a/relu_pool_proj'
-    inception_3a_pool_proj = layers.ReLU(name="inception_3a_relu_pool_proj")(x)
-    # Caffe layer 'inception_3a/output'
-    x = layers.Concatenate(name="inception_3a_output")(
-        [inception_3a_1x1, inception_3a_3x3, inception_3a_5x5, inception_3a_pool_proj]
-    )
-    pool_ceil = CaffePooling2D("avg", 3, strides=2, padding=1, name="pool_ceil")(x)
-    model = keras.Model(data, pool_ceil, name="inception_block")
-    if outputs is None:
-        return model
-    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
-    return keras.Model(model.input, picked, name="inception_block")
-
-
-def load_weights(model, path, skip_missing=False):
-    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
-
-    Every shape is checked before anything is assigned; problems are raised together. With
-    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
-    weights load by name into a model built differently (a backbone inside a larger model).
-    Returns (names of the layers loaded, names of the layers skipped).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    plan, problems, skipped = [], [], []
-    for layer in _layers_with_weights(model):
-        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
-        wrong = [k for k in keys if k not in arrays]
-        wrong += [
-            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
-            for k, v in zip(keys, layer.weights)
-            if k in arrays and arrays[k].shape != tuple(v.shape)
-        ]
-        if wrong and skip_missing:
-            skipped.append(layer.name)
-        elif wrong:
-            problems += [f"missing {p}" if p in keys else p for p in wrong]
-        else:
-            plan.append((layer, keys))
-    used = {k for _, keys in plan for k in keys}
-    if not skip_missing:
-        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
-    if problems:
-        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
-    for layer, keys in plan:
-        layer.set_weights([arrays[k] for k in keys])
-    return [layer.name for layer, _ in plan], skipped
-
-
-def _layers_with_weights(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _layers_with_weights(layer)
-        elif layer.weights:
-            yield layer

@@ -13,6 +13,37 @@ from keras import layers, ops
 
 INPUT_SHAPE = (56, 56, 32)  # Caffe 1x32x56x56
 
+
+def build_model(input_shape=INPUT_SHAPE, outputs=None):
+    """Build the Keras model of mobilenet_block.
+
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
+
+    A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it.
+    """
+    data = keras.Input(shape=input_shape, name="data")
+    x = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
+    # Caffe layer 'conv2_1/dw'
+    x = layers.DepthwiseConv2D(3, strides=2, use_bias=False, name="conv2_1_dw")(x)
+    # Caffe layer 'conv2_1/dw/bn'
+    x = CaffeBatchNorm(name="conv2_1_dw_bn")(x)
+    # Caffe layer 'relu2_1/dw'
+    x = layers.ReLU(name="relu2_1_dw")(x)
+    # Caffe layer 'conv2_1/sep'
+    x = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(x)
+    # Caffe layer 'conv2_1/sep/bn'
+    x = CaffeBatchNorm(name="conv2_1_sep_bn")(x)
+    # Caffe layer 'relu2_1/sep'
+    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(x)
+    model = keras.Model(data, conv2_1_sep, name="mobilenet_block")
+    if outputs is None:
+        return model
+    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
+    return keras.Model(model.input, picked, name="mobilenet_block")
+
+
 # The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
 NHWC = (0, 2, 3, 1)
 
@@ -22,6 +53,49 @@ BLOBS = {
     "conv2_1/dw": ("relu2_1_dw", NHWC),
     "conv2_1/sep": ("relu2_1_sep", NHWC),
 }
+
+
+def load_weights(model, path, skip_missing=False):
+    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
+
+    Every shape is checked before anything is assigned; problems are raised together. With
+    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
+    weights load by name into a model built differently (a backbone inside a larger model).
+    Returns (names of the layers loaded, names of the layers skipped).
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    plan, problems, skipped = [], [], []
+    for layer in _layers_with_weights(model):
+        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
+        wrong = [k for k in keys if k not in arrays]
+        wrong += [
+            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
+            for k, v in zip(keys, layer.weights)
+            if k in arrays and arrays[k].shape != tuple(v.shape)
+        ]
+        if wrong and skip_missing:
+            skipped.append(layer.name)
+        elif wrong:
+            problems += [f"missing {p}" if p in keys else p for p in wrong]
+        else:
+            plan.append((layer, keys))
+    used = {k for _, keys in plan for k in keys}
+    if not skip_missing:
+        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
+    if problems:
+        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
+    for layer, keys in plan:
+        layer.set_weights([arrays[k] for k in keys])
+    return [layer.name for layer, _ in plan], skipped
+
+
+def _layers_with_weights(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _layers_with_weights(layer)
+        elif layer.weights:
+            yield layer
 
 
 class CaffeBatchNorm(layers.BatchNormalization):
@@ -84,74 +158,3 @@ class CaffeBatchNorm(layers.BatchNormalization):
             moving_average_fraction=self.moving_average_fraction,
         )
         return config
-
-
-def build_model(input_shape=INPUT_SHAPE, outputs=None):
-    """Build the Keras model of mobilenet_block.
-
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
-    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-    """
-    data = keras.Input(shape=input_shape, name="data")
-    x = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
-    # Caffe layer 'conv2_1/dw'
-    x = layers.DepthwiseConv2D(3, strides=2, use_bias=False, name="conv2_1_dw")(x)
-    # Caffe layer 'conv2_1/dw/bn' + Scale 'conv2_1/dw/scale' (fused: gamma and beta)
-    x = CaffeBatchNorm(epsilon=0.001, name="conv2_1_dw_bn")(x)
-    # Caffe layer 'relu2_1/dw'
-    x = layers.ReLU(name="relu2_1_dw")(x)
-    # Caffe layer 'conv2_1/sep'
-    x = layers.Conv2D(64, 1, use_bias=False, name="conv2_1_sep")(x)
-    # Caffe layer 'conv2_1/sep/bn' + Scale 'conv2_1/sep/scale' (fused: gamma and beta)
-    x = CaffeBatchNorm(epsilon=0.001, name="conv2_1_sep_bn")(x)
-    # Caffe layer 'relu2_1/sep'
-    conv2_1_sep = layers.ReLU(name="relu2_1_sep")(x)
-    model = keras.Model(data, conv2_1_sep, name="mobilenet_block")
-    if outputs is None:
-        return model
-    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
-    return keras.Model(model.input, picked, name="mobilenet_block")
-
-
-def load_weights(model, path, skip_missing=False):
-    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
-
-    Every shape is checked before anything is assigned; problems are raised together. With
-    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
-    weights load by name into a model built differently (a backbone inside a larger model).
-    Returns (names of the layers loaded, names of the layers skipped).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    plan, problems, skipped = [], [], []
-    for layer in _layers_with_weights(model):
-        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
-        wrong = [k for k in keys if k not in arrays]
-        wrong += [
-            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
-            for k, v in zip(keys, layer.weights)
-            if k in arrays and arrays[k].shape != tuple(v.shape)
-        ]
-        if wrong and skip_missing:
-            skipped.append(layer.name)
-        elif wrong:
-            problems += [f"missing {p}" if p in keys else p for p in wrong]
-        else:
-            plan.append((layer, keys))
-    used = {k for _, keys in plan for k in keys}
-    if not skip_missing:
-        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
-    if problems:
-        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
-    for layer, keys in plan:
-        layer.set_weights([arrays[k] for k in keys])
-    return [layer.name for layer, _ in plan], skipped
-
-
-def _layers_with_weights(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _layers_with_weights(layer)
-        elif layer.weights:
-            yield layer

@@ -13,6 +13,36 @@ from keras import layers, ops
 
 INPUT_SHAPE = (28, 28, 64)  # Caffe 1x64x28x28
 
+
+def build_model(input_shape=INPUT_SHAPE, outputs=None):
+    """Build the Keras model of resnet_block.
+
+    input_shape: (height, width, channels) of the input. The layers compute what Caffe
+    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
+
+    A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it.
+    """
+    data = keras.Input(shape=input_shape, name="data")
+    x = layers.Conv2D(128, 1, strides=2, use_bias=False, name="res2a_branch1")(data)
+    res2a_branch1 = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch1")(x)
+    x = layers.Conv2D(32, 1, strides=2, use_bias=False, name="res2a_branch2a")(data)
+    x = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2a")(x)
+    x = layers.ReLU(name="res2a_branch2a_relu")(x)
+    x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="res2a_branch2b")(x)
+    x = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2b")(x)
+    x = layers.ReLU(name="res2a_branch2b_relu")(x)
+    x = layers.Conv2D(128, 1, use_bias=False, name="res2a_branch2c")(x)
+    res2a_branch2c = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2c")(x)
+    x = layers.Add(name="res2a")([res2a_branch1, res2a_branch2c])
+    res2a = layers.ReLU(name="res2a_relu")(x)
+    model = keras.Model(data, res2a, name="resnet_block")
+    if outputs is None:
+        return model
+    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
+    return keras.Model(model.input, picked, name="resnet_block")
+
+
 # The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.
 NHWC = (0, 2, 3, 1)
 
@@ -25,6 +55,49 @@ BLOBS = {
     "res2a_branch2c": ("bn2a_branch2c", NHWC),
     "res2a": ("res2a_relu", NHWC),
 }
+
+
+def load_weights(model, path, skip_missing=False):
+    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
+
+    Every shape is checked before anything is assigned; problems are raised together. With
+    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
+    weights load by name into a model built differently (a backbone inside a larger model).
+    Returns (names of the layers loaded, names of the layers skipped).
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    plan, problems, skipped = [], [], []
+    for layer in _layers_with_weights(model):
+        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
+        wrong = [k for k in keys if k not in arrays]
+        wrong += [
+            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
+            for k, v in zip(keys, layer.weights)
+            if k in arrays and arrays[k].shape != tuple(v.shape)
+        ]
+        if wrong and skip_missing:
+            skipped.append(layer.name)
+        elif wrong:
+            problems += [f"missing {p}" if p in keys else p for p in wrong]
+        else:
+            plan.append((layer, keys))
+    used = {k for _, keys in plan for k in keys}
+    if not skip_missing:
+        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
+    if problems:
+        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
+    for layer, keys in plan:
+        layer.set_weights([arrays[k] for k in keys])
+    return [layer.name for layer, _ in plan], skipped
+
+
+def _layers_with_weights(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _layers_with_weights(layer)
+        elif layer.weights:
+            yield layer
 
 
 class CaffeBatchNorm(layers.BatchNormalization):
@@ -87,77 +160,3 @@ class CaffeBatchNorm(layers.BatchNormalization):
             moving_average_fraction=self.moving_average_fraction,
         )
         return config
-
-
-def build_model(input_shape=INPUT_SHAPE, outputs=None):
-    """Build the Keras model of resnet_block.
-
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
-    outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-    """
-    data = keras.Input(shape=input_shape, name="data")
-    x = layers.Conv2D(128, 1, strides=2, use_bias=False, name="res2a_branch1")(data)
-    # + Scale 'scale2a_branch1' (fused: gamma and beta)
-    res2a_branch1 = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch1")(x)
-    x = layers.Conv2D(32, 1, strides=2, use_bias=False, name="res2a_branch2a")(data)
-    # + Scale 'scale2a_branch2a' (fused: gamma and beta)
-    x = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2a")(x)
-    x = layers.ReLU(name="res2a_branch2a_relu")(x)
-    x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="res2a_branch2b")(x)
-    # + Scale 'scale2a_branch2b' (fused: gamma and beta)
-    x = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2b")(x)
-    x = layers.ReLU(name="res2a_branch2b_relu")(x)
-    x = layers.Conv2D(128, 1, use_bias=False, name="res2a_branch2c")(x)
-    # + Scale 'scale2a_branch2c' (fused: gamma and beta)
-    res2a_branch2c = CaffeBatchNorm(epsilon=1e-05, name="bn2a_branch2c")(x)
-    x = layers.Add(name="res2a")([res2a_branch1, res2a_branch2c])
-    res2a = layers.ReLU(name="res2a_relu")(x)
-    model = keras.Model(data, res2a, name="resnet_block")
-    if outputs is None:
-        return model
-    picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
-    return keras.Model(model.input, picked, name="resnet_block")
-
-
-def load_weights(model, path, skip_missing=False):
-    """Load a caffe2py .npz (arrays keyed "layer/variable", already in Keras layout) into model.
-
-    Every shape is checked before anything is assigned; problems are raised together. With
-    skip_missing=True, layers the file lacks (or holds in another shape) are skipped, so the
-    weights load by name into a model built differently (a backbone inside a larger model).
-    Returns (names of the layers loaded, names of the layers skipped).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    plan, problems, skipped = [], [], []
-    for layer in _layers_with_weights(model):
-        keys = [f"{layer.name}/{v.name}" for v in layer.weights]
-        wrong = [k for k in keys if k not in arrays]
-        wrong += [
-            f"{k} has shape {arrays[k].shape}, the model wants {tuple(v.shape)}"
-            for k, v in zip(keys, layer.weights)
-            if k in arrays and arrays[k].shape != tuple(v.shape)
-        ]
-        if wrong and skip_missing:
-            skipped.append(layer.name)
-        elif wrong:
-            problems += [f"missing {p}" if p in keys else p for p in wrong]
-        else:
-            plan.append((layer, keys))
-    used = {k for _, keys in plan for k in keys}
-    if not skip_missing:
-        problems += [f"unused {k}" for k in sorted(set(arrays) - used)]
-    if problems:
-        raise ValueError(f"{path}: cannot load weights:\n  " + "\n  ".join(problems))
-    for layer, keys in plan:
-        layer.set_weights([arrays[k] for k in keys])
-    return [layer.name for layer, _ in plan], skipped
-
-
-def _layers_with_weights(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _layers_with_weights(layer)
-        elif layer.weights:
-            yield layer

@@ -13,7 +13,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from google.protobuf import text_format
+from google.protobuf import text_encoding, text_format
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -734,3 +734,89 @@ def test_nasty_names_build_and_compute_the_same(offset, tmp_path):
     want = _run(case.plain(), tmp_path)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+# --- names inside block functions -------------------------------------------------------------
+
+# Names that collide with what a block function defines, or look like the strings it formats.
+BLOCK_NASTY = [
+    "name", "inputs", "inputs_1", "x", "i", "part", "_name", "_i", "str", "range", "filters", "strides",
+    "grouped_conv", "unit_block", "conv_block", "res_block", "{name}", "{}", "{{}}", "{0}", "%s", "%(name)s",
+    "{name!r}", "}", "{", "f\"{x}\"", "\\N{BULLET}", "é", "名字", "🙂", "\u0301", "\x00", "\n", '"', "'",
+]
+block_texts = st.one_of(st.text(max_size=6), st.sampled_from(BLOCK_NASTY))
+
+
+def _unit_net(prefix: str, middle: str, suffix: str, parts: list[str]) -> str:
+    """Three alike units (conv, ReLU, grouped conv, ReLU, sum) named ``prefix+part+middle+part+suffix``-style."""
+    lines = ['name: "units"', 'input: "data"', "input_shape { dim: 1 dim: 4 dim: 6 dim: 6 }"]
+    bottom = "data"
+    for k, part in enumerate(parts):
+        names = [f"{prefix}{part}{middle}{j}{suffix}" for j in range(5)]
+        # Two places differ: the part appears twice in the last layer's name.
+        names[4] = f"{prefix}{part}{middle}{part}{suffix}"
+        blobs = [f"b{k}_{j}" for j in range(5)]
+        quoted = [text_encoding.CEscape(n, as_utf8=True) for n in names]
+        lines += [
+            (f'layer {{ name: "{quoted[0]}" type: "Convolution" bottom: "{bottom}" top: "{blobs[0]}"'
+            f" convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}"),
+            f'layer {{ name: "{quoted[1]}" type: "ReLU" bottom: "{blobs[0]}" top: "{blobs[1]}" }}',
+            (f'layer {{ name: "{quoted[2]}" type: "Convolution" bottom: "{blobs[1]}" top: "{blobs[2]}"'
+            f" convolution_param {{ num_output: 4 kernel_size: 1 group: 2 }} }}"),
+            f'layer {{ name: "{quoted[3]}" type: "ReLU" bottom: "{blobs[2]}" top: "{blobs[3]}" }}',
+            f'layer {{ name: "{quoted[4]}" type: "Eltwise" bottom: "{bottom}" bottom: "{blobs[3]}" top: "{blobs[4]}" }}',
+        ]
+        bottom = blobs[4]
+    return "\n".join(lines) + "\n"
+
+
+def _calls(tree: ast.AST) -> set[str]:
+    """The functions and classes a module calls, by the name it calls them with."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            while isinstance(func, ast.Call):
+                func = func.func
+            out.add(ast.unparse(func))
+    return out
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+@given(prefix=block_texts, middle=block_texts, suffix=block_texts, parts=st.lists(block_texts, min_size=3, max_size=3))
+def test_block_names_are_only_string_literals(prefix, middle, suffix, parts):
+    import keras
+
+    from tests.refnet import load_module
+    from tests.test_blocks import _structure
+
+    text = _unit_net(prefix, middle, suffix, parts)
+    translation = translate_text(text)
+    if translation is None:
+        return  # names that make an invalid net (two layers alike) are another test's business
+    default = render.render(translation, "net.npz")
+    translation.flat = True
+    flat = render.render(translation, "net.npz")
+    tree = ast.parse(default)
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    allowed = {"keras.Input", "keras.Model", "model.get_layer", "np.load", "range", "str", "dict", "tuple", "len",
+               "sorted", "set", "zip", "ValueError", "hasattr", "_layers_with_weights", "parts.append", "conv",
+               "layer.set_weights", "problems.append", "plan.append", "skipped.append", "'\\n  '.join"}
+    unexpected = {c for c in _calls(tree) if not c.startswith("layers.") and c not in functions and c not in allowed}
+    assert not unexpected, f"calls that the module should not make: {unexpected}"
+    assert functions - {"build_model", "load_weights", "_layers_with_weights", "grouped_conv"} or default == flat
+    keras.backend.clear_session()
+    want = _structure(load_module(flat).build_model())
+    keras.backend.clear_session()
+    assert _structure(load_module(default).build_model()) == want
+
+
+def translate_text(text: str):
+    path = _WORK / "units.prototxt"
+    path.write_text(text, encoding="utf-8")
+    from caffe2py.errors import TranslationError
+
+    try:
+        return translate(path)
+    except TranslationError:
+        return None

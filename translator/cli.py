@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   caffe2py train_val.prototxt --phase TRAIN --input-shape data=1,3,227,227 > train.py
   caffe2py train.prototxt --phase TRAIN --solver solver.prototxt --weights init.caffemodel -o train.py
   caffe2py resnext.prototxt --native-groups > resnext.py           # Conv2D(groups=32), not 32 convolutions
+  caffe2py resnet.prototxt --flat > resnet.py                       # one line per layer, no block functions
   caffe2py fork_net.prototxt --stub-unknown > model.py             # a stub class for each unknown layer type
   caffe2py fork_net.prototxt --ignore-unknown-fields > model.py    # translate without fields the schema lacks (warned)
   caffe2py rcnn.prototxt --custom-layers my_layers.py -o model.py  # import the stub classes from my_layers.py
@@ -78,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", metavar="BINARYPROTO", help="the mean image Caffe subtracts, for preprocess(), e.g. --mean imagenet_mean.binaryproto")
     p.add_argument("--solver", metavar="PROTOTXT", help="with --phase TRAIN: add compile_model() doing what this solver.prototxt and the net's loss layers do")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
+    p.add_argument("--flat", action="store_true", help="one line per Keras layer: no functions for repeated units")
     p.add_argument("--stub-unknown", action="store_true", help="emit a stub layer class for each unsupported layer type instead of failing")
     p.add_argument("--ignore-unknown-fields", action="store_true", help="translate although fields are not in caffe2py's schema, with a warning for each")
     p.add_argument("--custom-layers", metavar="FILE.py", help="the module imports the classes of unsupported layers (and Python layers) from FILE.py beside it, instead of stubs")

@@ -73,6 +73,7 @@ def translate_with_options(prototxt: str | Path, args: argparse.Namespace) -> Tr
         stub_unknown=args.stub_unknown,
         ignore_unknown_fields=args.ignore_unknown_fields,
         rename=tuple(args.rename),
+        flat=args.flat,
     )
     return translate(
         prototxt,

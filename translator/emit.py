@@ -37,7 +37,9 @@ class Emitter:
     def __init__(self, graph: Graph, options: Options, source_name: str) -> None:
         self.graph = graph
         self.options = options
-        self.out = Translation(net_name=graph.name, source_name=source_name, source_sha256=graph.sha256)
+        self.out = Translation(
+            net_name=graph.name, source_name=source_name, source_sha256=graph.sha256, flat=options.flat
+        )
         self.vars = Names(reserved=MODULE_NAMES | helper_names(), prefix="blob")
         self.keras_names = Names(pattern=KERAS_NAME_BAD, prefix="layer")
         self.values: dict[tuple[str, int], Tensor] = {}
@@ -247,9 +249,13 @@ class EmitContext:
         target: str | None = None,
         name: str | None = None,
         comment: str | None = None,
+        inline: bool = False,
         **kwargs: object,
     ) -> tuple[str, str]:
-        """Record ``target = callee(*args, **kwargs, name=...)(inputs)``; return (target, layer name)."""
+        """Record ``target = callee(*args, **kwargs, name=...)(inputs)``; return (target, layer name).
+
+        ``inline``: ``callee`` is a function of the module, called ``callee(inputs, *args, **kwargs, name=...)``.
+        """
         as_list = isinstance(inputs, (list, tuple))
         items = inputs if as_list else [inputs]
         names = tuple(i.var if isinstance(i, Tensor) else i for i in items)
@@ -258,10 +264,10 @@ class EmitContext:
             # Keras forbids some characters (and names must be unique): keep Caffe's name in sight.
             self._named = True
             joint = " " if comment and comment.startswith("+") else "; "
-            comment = f"Caffe layer {self.node.name!r}" + (f"{joint}{comment}" if comment else "")
+            comment = f"Caffe layer '{self.node.name}'" + (f"{joint}{comment}" if comment else "")
         target = target or self.top_var(0)
         kw = tuple((k, v) for k, v in kwargs.items()) + (("name", layer_name),)
-        self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment))
+        self._e.out.statements.append(Statement(target, callee, args, kw, names, as_list, comment, inline))
         self._lines.append(f"{callee.split('.')[-1]} {layer_name!r}")
         return target, layer_name
 

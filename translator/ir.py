@@ -73,7 +73,10 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Statement:
-    """``target = callee(*args, **kwargs)(inputs)``: one line of build_model()."""
+    """``target = callee(*args, **kwargs)(inputs)``: one line of build_model().
+
+    ``inline``: a call of a function of the module, ``target = callee(*inputs, *args, **kwargs)``.
+    """
 
     target: str
     callee: str
@@ -82,6 +85,7 @@ class Statement:
     inputs: tuple[str, ...]
     as_list: bool = False  # pass inputs as a list (merge layers) rather than one tensor
     comment: str | None = None
+    inline: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,3 +130,4 @@ class Translation:
     preprocess: dict[str, Any] | None = None
     frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it
     training: dict[str, Any] | None = None  # --solver: what compile_model() does (solver.describe)
+    flat: bool = False  # one statement per layer: no block functions for repeated units

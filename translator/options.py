@@ -26,6 +26,7 @@ class Options:
     custom_layers: str | None = None
     # (old, new): layer new takes layer old's blobs from the caffemodel (--rename, Caffe's net surgery).
     rename: tuple[tuple[str, str], ...] = ()
+    flat: bool = False  # one statement per layer: no functions for repeated units
 
     @property
     def stubs(self) -> bool:

@@ -44,6 +44,8 @@ def literal(value: object) -> Source:
         return value
     if isinstance(value, Code):
         return Source(value.text)
+    if isinstance(value, Template):
+        return fstring(*value.pieces)
     if isinstance(value, SliceLambda):
         bounds = f"{value.start}:{value.stop}"
         lead = "..., " if value.axis == value.rank - 1 else ":, " * value.axis
@@ -120,6 +122,39 @@ def string(text: str) -> Source:
     return Source('"' + "".join(out) + '"')
 
 
+class Template:
+    """A string made of untrusted text around variables the caller chose: ``Template("res", "name", "_relu")``.
+
+    Pieces alternate text, variable, text, ...; it is written as an f-string.
+    """
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, *pieces: str) -> None:
+        self.pieces = pieces
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Template) and other.pieces == self.pieces
+
+    def __hash__(self) -> int:
+        return hash(self.pieces)
+
+    def __repr__(self) -> str:
+        return f"Template{self.pieces!r}"
+
+
+def fstring(*pieces: str) -> Source:
+    """Pieces alternating untrusted text and identifiers the caller chose, as an f-string (or the lone name)."""
+    if len(pieces) == 3 and not pieces[0] and not pieces[2]:
+        return Source(pieces[1])
+
+    def text(part: str) -> str:
+        return string(part)[1:-1].replace("{", "{{").replace("}", "}}")
+
+    body = "".join(text(p) if i % 2 == 0 else f"{{{p}}}" for i, p in enumerate(pieces))
+    return Source(f'f"{body}"')
+
+
 def comment(text: str) -> Source:
     """Untrusted text made safe for a ``#`` comment: one line, printable, shown as a repr-like escape."""
     return Source(string(text)[1:-1])
@@ -181,7 +216,7 @@ NHWC = "NHWC"
 MODULE_NAMES = frozenset(
     {CHAIN, NHWC, "keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
      "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "FROZEN", "_freeze", "MULTIPLIERS", "compile_model", "schedule", "optimizer",
-     "_layers_with_weights", "_pair", "int", "float", "tuple", "list", "dict", "len", "range", "print",
+     "_layers_with_weights", "_pair", "_name", "_i", "int", "float", "tuple", "list", "dict", "len", "range", "print",
      "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}
 )
 

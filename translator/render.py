@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -11,15 +12,32 @@ from typing import Any
 
 import jinja2
 
+from .blocks import Block, blob_rules, fold
 from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
 from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
-from .pysource import CHAIN, KERAS_NAME_BAD, NHWC, Names, Source, comment, docstring_text, literal, string
+from .pysource import (
+    CHAIN,
+    KERAS_NAME_BAD,
+    MODULE_NAMES,
+    NHWC,
+    Names,
+    Source,
+    Template,
+    comment,
+    docstring_text,
+    fstring,
+    literal,
+    string,
+)
 from .solver import present as training_fields
 from .version import __version__
 
 NHWC_AXES = channels_last(4)
 _CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
+_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BLOB_NAME, BLOB_INDEX = "_name", "_i"  # the module-level loop variables that fill BLOBS from the rules
+_DIGITS = re.compile(r"0|[1-9][0-9]*")
 
 
 def templates_dir() -> Path:
@@ -58,6 +76,11 @@ def _environment() -> jinja2.Environment:
 
 
 def _statement(s: Statement) -> Source:
+    if s.inline:
+        if not _FUNCTION.fullmatch(s.callee):
+            raise ValueError(f"not a function of the module: {s.callee!r}")
+        args = list(s.inputs) + [literal(a) for a in s.args] + [f"{k}={literal(v)}" for k, v in s.kwargs]
+        return wrap_call(f"{s.target} = {s.callee}(", args, "")
     if not _CALLEE.fullmatch(s.callee):
         raise ValueError(f"not a layer class: {s.callee!r}")
     args = [literal(a) for a in s.args] + [f"{k}={literal(v)}" for k, v in s.kwargs]
@@ -80,10 +103,11 @@ def chained(statements: list[Statement | str], kept: set[str]) -> list[Statement
         for var in s.inputs:
             if var in live:
                 readers[live[var]].add(k)
-        live[s.target] = k
+        for target in s.target.split(", "):
+            live[target] = k
     external = {live[var] for var in kept if var in live}
     to_x = [
-        r == {k + 1} and k not in external and set(calls[k + 1][1].inputs) == {s.target}
+        r == {k + 1} and k not in external and set(calls[k + 1][1].inputs) == {s.target} and ", " not in s.target
         for k, ((_, s), r) in enumerate(zip(calls, readers))
     ]
     out = list(statements)
@@ -109,16 +133,192 @@ def _shape_doc(t: Translation) -> str:
     )
 
 
-def present(t: Translation, npz_name: str) -> dict[str, Any]:
-    """Every field the module template prints, already valid Python source."""
-    body = []
-    for s in chained(t.statements, {o.var for o in t.outputs}):
+def _lines(statements: list[Statement | str], kept: set[str]) -> list[Source]:
+    """Statements (after ``chained``) as lines; a run of calls of one block function becomes a loop."""
+    variables = {v for s in statements if isinstance(s, Statement) for v in (*s.target.split(", "), *s.inputs)}
+    names = Names(reserved=MODULE_NAMES | variables | {"name"})
+    loop_vars = (names.new("i"), names.new("part"))
+    reads = Counter(v for s in statements if isinstance(s, Statement) for v in s.inputs)
+    reads.update(kept)
+    body: list[Source] = []
+    k = 0
+    while k < len(statements):
+        s = statements[k]
+        run = _loop_run(statements, k)
+        if len(run) >= 2:
+            body.append(_loop(run, *loop_vars))
+            k += len(run)
+            continue
+        run = _chain_run(statements, k, reads)
+        if len(run) >= 3:
+            # Each call reads what the one before it returned: one set of variables carries them.
+            carried = run[-1].target
+            if tuple(carried.split(", ")) != run[0].inputs:
+                body.append(Source(f"{carried} = {', '.join(run[0].inputs)}"))
+            first = dataclasses.replace(run[0], target=carried, inputs=tuple(carried.split(", ")))
+            body.append(_loop([first, *run[1:]], *loop_vars))
+            k += len(run)
+            continue
         # A comment goes on its own line above its statement, so black need not wrap the call.
         note = s if isinstance(s, str) else s.comment
         if note:
             body.append(Source(f"# {comment(note)}"))
         if isinstance(s, Statement):
             body.append(_statement(s))
+        k += 1
+    return body
+
+
+def _chain_run(statements: list[Statement | str], k: int, reads: Counter) -> list[Statement]:
+    """The calls from ``k`` on, each reading exactly the values the one before returned, and nothing else them."""
+    run: list[Statement] = []
+    for s in statements[k:]:
+        if not (isinstance(s, Statement) and s.inline) or s.comment:
+            break
+        if run:
+            before = run[-1]
+            targets = before.target.split(", ")
+            if (s.callee, s.args, s.kwargs[:-1]) != (before.callee, before.args, before.kwargs[:-1]):
+                break
+            if s.inputs != tuple(targets) or any(reads[t] != 1 for t in targets):
+                break
+        elif len(s.inputs) != len(s.target.split(", ")) or len(set(s.inputs)) != len(s.inputs):
+            break
+        run.append(s)
+    return run
+
+
+def _loop_run(statements: list[Statement | str], k: int) -> list[Statement]:
+    """The calls from ``k`` on that read and write ``x`` and differ in their ``name`` alone."""
+    run: list[Statement] = []
+    for s in statements[k:]:
+        if not (isinstance(s, Statement) and s.inline and s.target == CHAIN and set(s.inputs) == {CHAIN}) or s.comment:
+            break
+        if run and (s.callee, s.args, s.kwargs[:-1]) != (run[0].callee, run[0].args, run[0].kwargs[:-1]):
+            break
+        run.append(s)
+    return run
+
+
+def _loop(run: list[Statement], number: str, part: str) -> Source:
+    names = [s.kwargs[-1][1] for s in run]
+    if all(isinstance(n, str) for n in names):
+        texts, lead = names, ()
+    elif all(isinstance(n, Template) and n.pieces[:-1] == names[0].pieces[:-1] for n in names):
+        texts, lead = [n.pieces[-1] for n in names], names[0].pieces[:-1]
+    else:
+        texts, lead = None, ()
+    numbers = _numbered(texts) if texts else None
+    if numbers is not None:
+        prefix, first, suffix = numbers
+        head = f"for {number} in range({first}, {first + len(names)}):"
+        name = fstring(*lead, prefix, number, suffix) if lead else _numbered_name(prefix, number, suffix)
+    else:
+        head = f"for {part} in {literal(tuple(names))}:"
+        name = Source(part)
+    call = _statement(dataclasses.replace(run[0], kwargs=(*run[0].kwargs[:-1], ("name", name))))
+    return Source(head + "\n        " + call.replace("\n", "\n    "))
+
+
+def _numbered_name(prefix: str, var: str, suffix: str) -> Source:
+    """The string ``prefix + str(var) + suffix``; ``var`` may hold an int."""
+    return fstring(prefix, var, suffix) if prefix or suffix else Source(f"str({var})")
+
+
+def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
+    """``(prefix, first, suffix)`` when the parts are prefix + consecutive integers + suffix."""
+    for cut in range(len(parts[0]), -1, -1):
+        prefix = parts[0][:cut]
+        if not all(p.startswith(prefix) for p in parts):
+            continue
+        for end in range(cut + 1, len(parts[0]) + 1):
+            number = parts[0][cut:end]
+            if not _DIGITS.fullmatch(number):
+                break
+            suffix = parts[0][end:]
+            first = int(number)
+            if all(p == f"{prefix}{first + i}{suffix}" for i, p in enumerate(parts)):
+                return prefix, first, suffix
+    return None
+
+
+FUSED = "A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it."
+
+
+BATCH_NORMS = {"layers.BatchNormalization", "CaffeBatchNorm"}
+
+
+def _fuses(statements) -> bool:
+    return any(
+        isinstance(s, Statement) and s.callee in BATCH_NORMS and ("scale", False) not in s.kwargs
+        for s in statements
+    )
+
+
+def _block(block: Block) -> dict[str, Any]:
+    params = [*block.tensors, *block.values, "name"]
+    statements = chained(list(block.body), set(block.returns))
+    returns = ", ".join(block.returns)
+    if statements[-1].target == returns and ", " not in returns:  # read by nothing but the return
+        statements[-1] = dataclasses.replace(statements[-1], target=CHAIN)
+        returns = CHAIN
+    body = _lines(statements, {returns})
+    return {
+        "signature": Source(f"def {block.fn}({', '.join(params)}):"),
+        "doc": docstring_text(block.doc),
+        "fused": Source(FUSED) if _fuses(block.body) else None,
+        "body": body,
+        "returns": Source(returns),
+    }
+
+
+def _names(parts: list[str]) -> Source:
+    """The tuple of ``parts``, each run of three or more numbered alike written as a range."""
+    items, k = [], 0
+    while k < len(parts):
+        end = len(parts)
+        while end - k >= 3 and _numbered(parts[k:end]) is None:
+            end -= 1
+        if end - k >= 3:
+            prefix, first, suffix = _numbered(parts[k:end])
+            items.append(f"*({_numbered_name(prefix, BLOB_INDEX, suffix)} for {BLOB_INDEX} in range({first}, {first + end - k}))")
+            k = end
+        else:
+            items.append(literal(parts[k]))
+            k += 1
+    return Source(f"({', '.join(items)},)" if len(items) == 1 else f"({', '.join(items)})")
+
+
+def _axes(axes) -> Source:
+    return Source(NHWC) if axes == NHWC_AXES else literal(axes)
+
+
+def _blob_rule(block: Block, entries) -> dict[str, Any]:
+    """A loop over the names ``block`` is called with, setting the BLOBS entries of each."""
+    numbers = _numbered(list(block.parts))
+    if numbers is not None:
+        prefix, first, suffix = numbers
+        head = f"for {BLOB_INDEX} in range({first}, {first + len(block.parts)}):"
+        around = (prefix, BLOB_INDEX, suffix)
+    else:
+        head = f"for {BLOB_NAME} in {_names(list(block.parts))}:"
+        around = ("", BLOB_NAME, "")
+    lines = []
+    for bp, bs, lp, ls, axes in entries:
+        blob = _numbered_name(bp + around[0], around[1], around[2] + bs)
+        layer = _numbered_name(lp + around[0], around[1], around[2] + ls)
+        lines.append(Source(f"BLOBS[{blob}] = ({layer}, {_axes(axes)})"))
+    return {"head": Source(head), "lines": lines, "fn": Source(block.fn)}
+
+
+def present(t: Translation, npz_name: str) -> dict[str, Any]:
+    """Every field the module template prints, already valid Python source."""
+    kept = {o.var for o in t.outputs}
+    statements, blocks = t.statements, []
+    if not t.flat:
+        reserved = MODULE_NAMES | helper_names() | {s[0] for s in t.stubs} | {i.var for i in t.inputs}
+        statements, blocks = fold(t.statements, kept, reserved)
+    body = _lines(chained(list(statements), kept), kept)
     inputs = [
         {
             "name": string(i.blob),
@@ -131,10 +331,8 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         for i in t.inputs
     ]
     axes = [None if tensor.flat_of is not None else tensor.layout for tensor in t.blobs.values()]
-    blobs = [
-        {"name": string(name), "layer": string(tensor.producer), "axes": Source(NHWC) if a == NHWC_AXES else literal(a)}
-        for (name, tensor), a in zip(t.blobs.items(), axes)
-    ]
+    listed, rules = blob_rules([(b, tensor.producer, a) for (b, tensor), a in zip(t.blobs.items(), axes)], blocks)
+    blobs = [{"name": string(name), "layer": string(layer), "axes": _axes(a)} for name, layer, a in listed]
     outputs = [o.var for o in t.outputs]
     single = len(t.inputs) == 1
     model_name = string(Names(pattern=KERAS_NAME_BAD, prefix="net").clean(t.net_name))
@@ -153,6 +351,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "single_input": single,
         "inputs": inputs,
         "blobs": blobs,
+        "blob_rules": [_blob_rule(block, entries) for block, entries in rules],
         "nhwc": literal(NHWC_AXES) if NHWC_AXES in axes else None,
         "helpers": t.helpers,
         "stubs": [
@@ -176,6 +375,8 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "shape_param": Source("input_shape=INPUT_SHAPE" if single else "input_shapes=INPUT_SHAPES"),
         "shape_doc": Source(_shape_doc(t)),
         "body": body,
+        "blocks": [_block(b) for b in reversed(blocks)],
+        "fused": Source(FUSED) if _fuses(statements) else None,
         "model_name": model_name,
         "preprocess": preprocess_fields(t.preprocess),
         "training": training_fields(t.training),

@@ -102,12 +102,14 @@ class LayerContext(Protocol):
         target: str | None = None,
         name: str | None = None,
         comment: str | None = None,
+        inline: bool = False,
         **kwargs: object,
     ) -> tuple[str, str]:
         """Record ``target = callee(*args, **kwargs, name=...)(inputs)``; return (target, layer name).
 
         ``target`` defaults to the variable of top 0 and ``name`` to ``keras_name``; a list of inputs
         is passed as a list (merge layers). Arguments are Python values, written as literals.
+        ``inline``: ``callee`` is a function of the module (a helper), ``callee(inputs, *args, **kwargs)``.
         """
         ...
 

@@ -94,22 +94,28 @@ def convolution(ctx: LayerContext) -> None:
         if bias:
             ctx.weight(producer, "bias", bias)
     else:
-        ctx.comment(f"{ctx.node.name}: group {groups} -> one Conv2D per channel group, then Concatenate")
         size = channels // groups
-        parts = []
-        for g in range(groups):
-            part = ctx.new_var(f"{ctx.top_var()}_g{g}")
-            piece = SliceLambda(3, 4, g * size, (g + 1) * size)
-            ctx.call("layers.Lambda", piece, inputs=src, target=part, name=ctx.derived_name(f"split{g}"))
-            _, conv_name = ctx.call(
-                "layers.Conv2D", filters // groups, compact(kernel), inputs=part, target=part,
-                name=ctx.derived_name(f"g{g}"), **kwargs,
-            )
+        names = [(ctx.derived_name(f"split{g}"), ctx.derived_name(f"g{g}")) for g in range(groups)]
+        for g, (_, conv_name) in enumerate(names):
             ctx.weight(conv_name, "kernel", lambda b, g=g: layout.conv_kernel(layout.group_slice(b[0], g, groups)))
             if bias:
                 ctx.weight(conv_name, "bias", lambda b, g=g: layout.group_slice(layout.vector(b[1]), g, groups))
-            parts.append(part)
-        target, producer = ctx.call("layers.Concatenate", inputs=parts)
+        if names == [(f"{ctx.keras_name}_split{g}", f"{ctx.keras_name}_g{g}") for g in range(groups)]:
+            helper = ctx.helper("grouped_conv")
+            target, producer = ctx.call(helper, groups, filters, compact(kernel), inputs=src, inline=True, **kwargs)
+        else:  # a name the helper would make is taken: the same layers, one statement each
+            ctx.comment(f"{ctx.node.name}: group {groups} -> one Conv2D per channel group, then Concatenate")
+            parts = []
+            for g, (split_name, conv_name) in enumerate(names):
+                part = ctx.new_var(f"{ctx.top_var()}_g{g}")
+                piece = SliceLambda(3, 4, g * size, (g + 1) * size)
+                ctx.call("layers.Lambda", piece, inputs=src, target=part, name=split_name)
+                ctx.call(
+                    "layers.Conv2D", filters // groups, compact(kernel), inputs=part, target=part, name=conv_name,
+                    **kwargs,
+                )
+                parts.append(part)
+            target, producer = ctx.call("layers.Concatenate", inputs=parts)
     if subsample is not None:
         sh, sw = subsample
         target, producer = ctx.call(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import channels_last
+from ..pysource import float_literal
 from ..schema import LRNParameter
 from .common import keras_axis
 from .context import LayerContext
 from .registry import layer
 
 WITHIN_CHANNEL = LRNParameter.WITHIN_CHANNEL
+KERAS_EPSILON = 0.001  # BatchNormalization's default
 
 
 @layer("LRN")
@@ -57,7 +59,8 @@ def batch_norm(ctx: LayerContext) -> None:
     scale = _fusable_scale(ctx)
     axis = keras_axis(x.keras_axis(1), x.rank)
     kwargs = {"axis": axis} if axis != -1 else {}
-    kwargs["epsilon"] = p.eps
+    if float_literal(p.eps) != float_literal(KERAS_EPSILON):
+        kwargs["epsilon"] = p.eps
     # Caffe's default: the stored statistics in the TEST phase, the batch's in TRAIN.
     global_stats = p.use_global_stats if p.HasField("use_global_stats") else ctx.phase == "TEST"
     if not global_stats:
@@ -67,8 +70,8 @@ def batch_norm(ctx: LayerContext) -> None:
         kwargs.update(center=False, scale=False)
     elif not bias:
         kwargs["center"] = False
-    comment = f"+ Scale {scale.name!r} (fused: gamma and beta)" if scale is not None else None
-    target, producer = ctx.call(ctx.helper("CaffeBatchNorm"), inputs=x, comment=comment, **kwargs)
+    # A fused Scale is said once, in the docstring of the function holding its BatchNormalization.
+    target, producer = ctx.call(ctx.helper("CaffeBatchNorm"), inputs=x, **kwargs)
     if scale is not None:
         ctx.expect_blobs((channels,), *([(channels,)] if bias else []), layer=scale)
         ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]), source=scale)
