@@ -21,7 +21,7 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
 
-    A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it.
+    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
     """
     data = keras.Input(shape=input_shape, name="data")
     x = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)

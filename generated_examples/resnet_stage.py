@@ -21,7 +21,7 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
 
-    A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it.
+    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
     """
     data = keras.Input(shape=input_shape, name="data")
     x = layers.Conv2D(64, 1, use_bias=False, name="res2a_branch1")(data)
@@ -39,7 +39,7 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
 def res2_block(inputs, inputs_1, name):
     """Layers res2{name}_branch2a to res2{name}_relu of one unit (10 calls).
 
-    A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it.
+    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
     """
     x = layers.Conv2D(16, 1, use_bias=False, name=f"res2{name}_branch2a")(inputs)
     x = CaffeBatchNorm(epsilon=1e-05, name=f"bn2{name}_branch2a")(x)

@@ -227,7 +227,7 @@ def _numbered_name(prefix: str, var: str, suffix: str) -> Source:
 
 def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
     """``(prefix, first, suffix)`` when the parts are prefix + consecutive integers + suffix."""
-    for cut in range(len(parts[0]), -1, -1):
+    for cut in range(len(parts[0]) + 1):  # the longest number first
         prefix = parts[0][:cut]
         if not all(p.startswith(prefix) for p in parts):
             continue
@@ -242,7 +242,7 @@ def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
     return None
 
 
-FUSED = "A BatchNormalization with gamma holds a Caffe BatchNorm and the Scale after it."
+FUSED = "A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it."
 
 
 BATCH_NORMS = {"layers.BatchNormalization", "CaffeBatchNorm"}
