@@ -126,3 +126,38 @@ def test_rnn():
     seq, h_t = _rnn_reference(x, cont, *exposed, h0=feed["h0"])
     assert_close(got["exposed"], seq)
     assert_close(got["h_t"], h_t)
+
+
+def test_ocr_lstm_reverse_transpose():
+    """CTPN's bidirectional pattern: Lstm, and Reverse -> Lstm -> Reverse; Transpose keeping or moving axis 0."""
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(6, 3, 4)).astype(np.float32)  # T x N x I
+    hidden = 5
+    fwd, bwd = ([rng.normal(0, 0.5, size=s).astype(np.float32) for s in ((4 * hidden, 4), (4 * hidden, hidden), (4 * hidden,))]
+                for _ in range(2))
+    body = (
+        'layer { name: "fwd" type: "Lstm" bottom: "x" top: "fwd" lstm_param { num_output: 5 } }\n'
+        'layer { name: "rev_in" type: "Reverse" bottom: "x" top: "rev_in" reverse_param { axis: 0 } }\n'
+        'layer { name: "bwd" type: "Lstm" bottom: "rev_in" top: "bwd_out" lstm_param { num_output: 5 } }\n'
+        'layer { name: "rev_out" type: "Reverse" bottom: "bwd_out" top: "bwd" reverse_param { axis: 0 } }\n'
+        'layer { name: "t021" type: "Transpose" bottom: "fwd" top: "t021" transpose_param { dim: 0 dim: 2 dim: 1 } }\n'
+        'layer { name: "t102" type: "Transpose" bottom: "bwd" top: "t102" transpose_param { dim: 1 dim: 0 dim: 2 } }\n'
+        'layer { name: "rev2" type: "Reverse" bottom: "t102" top: "rev2" reverse_param { axis: 2 } }\n'
+        'layer { name: "only" type: "Lstm" bottom: "y" top: "only" lstm_param { num_output: 5 } }\n'
+    )
+    weights = [("fwd", "Lstm", fwd), ("bwd", "Lstm", bwd), ("only", "Lstm", fwd)]
+    names = ["fwd", "bwd", "t021", "t102", "rev2", "only"]
+    # y is read only by an Lstm, so its streams are the Keras batch axis; x is also reversed, so time is.
+    got = keras_forward(_net({"x": x, "y": x}, body), {"x": x, "y": x}, weights, outputs=names)
+    # junhyukoh's LstmLayer without a clip bottom: zero state, f and h dropped at t = 0 (cont 0, then 1).
+    cont = (np.arange(6) > 0).astype(np.float32)[:, None].repeat(3, axis=1)
+    w_i, w_h, b = fwd
+    want_fwd = _lstm_reference(x, cont, w_i, b, w_h)[0]
+    w_i, w_h, b = bwd
+    want_bwd = _lstm_reference(x[::-1], cont, w_i, b, w_h)[0][::-1]
+    assert_close(got["fwd"], want_fwd)
+    assert_close(got["only"], want_fwd)
+    assert_close(got["bwd"], want_bwd)
+    assert_close(got["t021"], want_fwd.transpose(0, 2, 1))
+    assert_close(got["t102"], want_bwd.transpose(1, 0, 2))
+    assert_close(got["rev2"], want_bwd.transpose(1, 0, 2)[:, :, ::-1])

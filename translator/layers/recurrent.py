@@ -1,4 +1,4 @@
-"""Recurrent emitters: BVLC's LSTM and RNN (time-major, the cont input, expose_hidden, a static input)."""
+"""Recurrent emitters: BVLC's LSTM and RNN (cont, expose_hidden, a static input), the OCR forks' Lstm, Reverse, Transpose."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ..ir import Node, Tensor
 from .context import LayerContext
 from .registry import layer
 
-RECURRENT = ("LSTM", "RNN")
+RECURRENT = ("LSTM", "RNN", "Lstm")
 
 
 def _recurrent_states(node: Node) -> int:
@@ -15,6 +15,8 @@ def _recurrent_states(node: Node) -> int:
 
 
 def _has_static(node: Node) -> bool:
+    if node.type == "Lstm":
+        return False
     exposed = _recurrent_states(node) if node.param.recurrent_param.expose_hidden else 0
     return len(node.bottoms) > 2 + exposed
 
@@ -123,3 +125,66 @@ def lstm(ctx: LayerContext) -> None:
 def rnn(ctx: LayerContext) -> None:
     _recurrent(ctx, "CaffeRNN", 1)
 
+
+
+@layer("Lstm")
+def ocr_lstm(ctx: LayerContext) -> None:
+    """The CTPN/OCR forks' Lstm (junhyukoh's): x (T x N x I), zero initial state, gates i, f, o, g."""
+    ctx.need_bottoms(1, 2)
+    ctx.need_tops(1)
+    if len(ctx.inputs) == 2:
+        raise ctx.error("a clip bottom carries h and c over from the previous forward pass; not supported")
+    p = ctx.p.lstm_param
+    if p.num_output <= 0:
+        raise ctx.error("num_output must be positive")
+    x = ctx.x
+    if x.rank != 3:
+        raise ctx.error(f"Lstm needs a (T, N, I) blob, got {list(x.shape)}")
+    hidden, features = p.num_output, x.shape[2]
+    # At t = 0 the layer drops h and zeroes f, which is Caffe's LSTM with cont 0 then 1.
+    if x.flat_of is None and x.layout == (1, 0, 2):
+        kwargs, out_layout = {}, (1, 0, 2)
+    else:
+        x = ctx.in_layout(x, (0, 1, 2))
+        kwargs, out_layout = {"time_major": True}, (0, 1, 2)
+    ctx.expect_blobs((4 * hidden, features), (4 * hidden, hidden), (4 * hidden,))
+    target, producer = ctx.call(ctx.helper("CaffeLSTM"), hidden, inputs=x, **kwargs)
+    ctx.weight(producer, "kernel", lambda b: b[0].T.copy())
+    ctx.weight(producer, "recurrent_kernel", lambda b: b[1].T.copy())
+    ctx.weight(producer, "bias", lambda b: layout.vector(b[2]))
+    ctx.output(0, target, producer, (x.shape[0], x.shape[1], hidden), out_layout)
+
+
+@layer("Reverse")
+def reverse(ctx: LayerContext) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    x = ctx.x
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    axis = ctx.p.reverse_param.axis
+    if not 0 <= axis < x.rank:
+        raise ctx.error(f"axis {axis} is out of range for a {x.rank}-D blob")
+    target, producer = ctx.call(ctx.helper("Reverse"), x.keras_axis(axis), inputs=x)
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+@layer("Transpose")
+def transpose(ctx: LayerContext) -> None:
+    ctx.need_bottoms(1)
+    ctx.need_tops(1)
+    x = ctx.x
+    dims = list(ctx.p.transpose_param.dim)
+    if sorted(dims) != list(range(x.rank)):
+        raise ctx.error(f"dim {dims} must order all {x.rank} axes")
+    if x.flat_of is not None:
+        x = ctx.in_layout(x, x.layout)
+    shape = tuple(x.shape[d] for d in dims)
+    if x.keras_axis(dims[0]) == 0:
+        # The Keras batch axis stays first: only the labels of the axes change, no data moves.
+        ctx.output(0, x.var, x.producer, shape, tuple(dims.index(a) for a in x.layout))
+        return
+    # Another axis becomes the first: transpose the Keras tensor itself, batch axis included.
+    x = ctx.in_layout(x, tuple(range(x.rank)))
+    target, producer = ctx.call(ctx.helper("Transpose"), tuple(dims), inputs=x)
+    ctx.output(0, target, producer, shape, tuple(range(x.rank)))
