@@ -61,12 +61,11 @@ def deconvolution(ctx: LayerContext) -> None:
             ctx.weight(producer, "bias", bias)
     else:
         size = kernel
-        if max(stride) > 1 and max(dilation) > 1:
-            # Keras refuses stride and dilation together: the same filter, dilated with zero taps.
+        if max(dilation) > 1:
+            # Keras refuses stride and dilation together, and TensorFlow's CPU kernel refuses any dilated
+            # transposed convolution: the same filter, dilated with zero taps, is exact everywhere.
             size = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
             ctx.comment(f"{ctx.node.name}: kernel {list(kernel)} at dilation {list(dilation)} as {list(size)} with zero taps")
-        elif dilation != (1, 1):
-            kwargs["dilation_rate"] = compact(dilation)
         if any((k - 1) * d + 1 < s for k, d, s in zip(kernel, dilation, stride)):
             # Keras' default then rounds the output up to size * stride; Caffe's ends at the last tap.
             kwargs["output_padding"] = 0
