@@ -6,6 +6,7 @@ otherwise against a NumPy restatement of the fork's C++ loops.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ def _net(inputs, body: str) -> str:
 
 
 def _rng(*key: object) -> np.random.Generator:
-    return np.random.default_rng(abs(hash(repr(key))) % 2**32)
+    # crc32, not hash(): str hashes change per process, and the weights must be the same every run.
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def _normal(rng, *shape) -> np.ndarray:

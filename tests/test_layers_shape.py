@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def _layer(kind: str, params: str = "", bottoms=("data",), tops=("out",), name: 
 
 
 def _rng(*key: object) -> np.random.Generator:
-    return np.random.default_rng(abs(hash(repr(key))) % 2**32)
+    # crc32, not hash(): str hashes change per process, and the weights must be the same every run.
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def _data(rng, shape) -> np.ndarray:
