@@ -1,11 +1,13 @@
-"""Inference throughput of generated ResNet-50, VGG16 and MobileNet v1 against keras.applications and OpenCV.
+"""Inference throughput of generated ResNet-50, VGG16, MobileNet v1/v2 against keras.applications and OpenCV.
 
-usage: python benchmarks/bench_inference.py [--batch N] [--rounds N] [--nets NAME,...] [--workdir DIR]
+usage: python benchmarks/bench_inference.py [--batch N] [--rounds N] [--nets NAME,...] [--workdir DIR] [--jit]
 
 Each net is translated by the CLI with the random weights of its ../shared/oracle case (made with
 make_case.py in --workdir, kept there, or in a temporary directory) and loaded with the module's
-load_weights. It runs against keras.applications' model of the same architecture (weights=None,
-random) and OpenCV's Caffe importer on the same prototxt and caffemodel. All take the same input
+load_weights, twice: the default (trainable) rendering and the --inference one (BatchNorm folded,
+Dropout removed), whose logits are compared with the default's. With --jit, each of the two also
+runs compiled with jit_compile=True (XLA). They run against keras.applications' model of the same
+architecture (weights=None, random) and OpenCV's Caffe importer on the same prototxt and caffemodel. All take the same input
 (batch x 224 x 224 x 3; NCHW for OpenCV). After warm-up, the runners are called in turn, one batch
 each, for --rounds rounds, starting with a different runner each round so that slow phases of
 other load on the machine spread evenly; the table gives the median seconds per batch.
@@ -43,6 +45,7 @@ NETS = {
     "resnet50": Net("ResNet-50", CORPUS / "resnet" / "ResNet-50-deploy.prototxt", "resnet50", "ResNet50", "fc1000"),
     "vgg16": Net("VGG16", CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt", "vgg16", "VGG16", "fc8"),
     "mobilenet_v1": Net("MobileNet v1", CORPUS / "mobilenet_v1" / "mobilenet_deploy.prototxt", "mobilenet_v1", "MobileNet", "fc7"),
+    "mobilenet_v2": Net("MobileNet v2", CORPUS / "mobilenet_v2" / "mobilenet_v2_deploy.prototxt", "mobilenet_v2", "MobileNetV2", "fc7"),
 }
 
 
@@ -84,7 +87,14 @@ def race(runners: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
     return times
 
 
-def _bench(net: Net, directory: Path, batch: int, rounds: int) -> tuple[dict[str, list[float]], float]:
+def _relative(got, want) -> float:
+    import numpy as np
+
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per batch of each runner, and a note per runner (its logits' difference)."""
     import cv2
     import keras
     import numpy as np
@@ -92,6 +102,7 @@ def _bench(net: Net, directory: Path, batch: int, rounds: int) -> tuple[dict[str
     case_dir = directory / net.case
     caffemodel = make_case(net.case, case_dir)
     module, generated = generated_model(net.prototxt, caffemodel, case_dir)
+    inference_module, inference = generated_model(net.prototxt, caffemodel, case_dir, "--inference")
     reference = getattr(keras.applications, net.application)(weights=None, input_shape=(224, 224, 3))
     opencv = cv2.dnn.readNetFromCaffe(str(net.prototxt), str(caffemodel))
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
@@ -101,18 +112,30 @@ def _bench(net: Net, directory: Path, batch: int, rounds: int) -> tuple[dict[str
         opencv.setInput(x_nchw)
         return opencv.forward()
 
+    def logits(model, module):
+        picked = keras.Model(model.input, model.get_layer(module.BLOBS[net.logits][0]).output)
+        return np.asarray(picked.predict_on_batch(x)).reshape(batch, -1)
+
     # The same weights and input through two runtimes: the comparison is of equal work.
-    logits = keras.Model(generated.input, generated.get_layer(module.BLOBS[net.logits][0]).output)
-    ours = np.asarray(logits.predict_on_batch(x)).reshape(batch, -1)
+    ours = logits(generated, module)
     opencv.setInput(x_nchw)
     theirs = opencv.forward(net.logits).reshape(batch, -1)
-    difference = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-    runners = {
-        "generated": lambda: generated.predict_on_batch(x),
-        "keras.applications": lambda: reference.predict_on_batch(x),
-        "OpenCV": run_opencv,
+    notes = {
+        "generated": f"{_relative(ours, theirs):.1e} vs OpenCV",
+        "generated --inference": f"{_relative(logits(inference, inference_module), ours):.1e} vs generated",
     }
-    return race(runners, rounds), difference
+    models = {"generated": generated, "generated --inference": inference}
+    if jit:
+        for label, (mod, model) in {"generated": (module, generated), "generated --inference": (inference_module, inference)}.items():
+            compiled = mod.build_model()
+            compiled.set_weights(model.get_weights())
+            compiled.compile(jit_compile=True)
+            models[f"{label}, jit_compile"] = compiled
+            notes[f"{label}, jit_compile"] = f"{_relative(np.asarray(compiled.predict_on_batch(x)), np.asarray(model.predict_on_batch(x))):.1e} vs {label}"
+    runners = {label: (lambda m=m: m.predict_on_batch(x)) for label, m in models.items()}
+    runners["keras.applications"] = lambda: reference.predict_on_batch(x)
+    runners["OpenCV"] = run_opencv
+    return race(runners, rounds), notes
 
 
 def main(argv: list[str]) -> int:
@@ -121,6 +144,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, from {', '.join(NETS)}")
     parser.add_argument("--workdir", type=Path, help="where the caffemodels and generated modules go (kept)")
+    parser.add_argument("--jit", action="store_true", help="also run the generated models compiled with jit_compile=True")
     args = parser.parse_args(argv)
 
     import cv2
@@ -136,19 +160,19 @@ def main(argv: list[str]) -> int:
     )
     print(
         "| net | runtime | s / batch (median) | best | images/s (median) | vs keras.applications (median) | (best) |"
-        " logits vs OpenCV (max abs diff / max abs) |"
+        " output difference (max abs diff / max abs) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as scratch:
         directory = args.workdir or Path(scratch)
         for key in args.nets.split(","):
             net = NETS[key]
-            times, difference = _bench(net, directory, args.batch, args.rounds)
+            times, notes = _bench(net, directory, args.batch, args.rounds, args.jit)
             keras.backend.clear_session()
             reference = times["keras.applications"]
             for name, values in times.items():
                 m = median(values)
-                shown = f"{difference:.1e}" if name == "generated" else ""
+                shown = notes.get(name, "")
                 print(
                     f"| {net.label} | {name} | {m:.3f} | {min(values):.3f} | {args.batch / m:.1f} |"
                     f" {median(reference) / m:.2f}x | {min(reference) / min(values):.2f}x | {shown} |",

@@ -52,8 +52,8 @@ def case_files(case: str, workdir: Path) -> tuple[dict, Path, dict[str, np.ndarr
     return spec, workdir / "weights.caffemodel", inputs
 
 
-def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = None) -> Result:
-    """Translate, convert, run and compare one oracle case."""
+def run_case(case: str, *, fully_conv: bool = False, inference: bool = False, prototxt: Path | None = None) -> Result:
+    """Translate, convert, run and compare one oracle case (``inference``: in the --inference rendering)."""
     from caffe2py.convert import translate
     from caffe2py.emit import Options
     from caffe2py.errors import TranslationError
@@ -66,7 +66,7 @@ def run_case(case: str, *, fully_conv: bool = False, prototxt: Path | None = Non
         spec, weights, inputs = case_files(case, workdir)
         net = prototxt or SHARED / spec["prototxt"]
         try:
-            translation = translate(net, options=Options(fully_conv=fully_conv))
+            translation = translate(net, options=Options(fully_conv=fully_conv, inference=inference))
         except TranslationError as exc:
             return Result(case, "unsupported", reason=str(exc))
         module = load_module(render(translation, "weights.npz"))

@@ -64,7 +64,7 @@ def translate(prototxt: PathLike, *, npz: PathLike | None = None, **options: Any
 
     ``options`` are the command line's options with ``_`` for ``-``: ``input_shape`` (a mapping
     ``{"data": (1, 3, 224, 224)}`` or strings ``"data=1,3,224,224"``), ``phase`` ("TEST" or "TRAIN"),
-    ``stage``, ``level``, ``fully_conv``, ``native_groups``, ``stub_unknown``, ``mean`` (a
+    ``stage``, ``level``, ``fully_conv``, ``inference``, ``native_groups``, ``stub_unknown``, ``mean`` (a
     .binaryproto) and the others ``caffe2py --help`` lists. ``npz`` is the weights file the module's
     docstring names (default: the prototxt's name with ``.npz``). Raises TranslationError on bad
     input and TypeError or ValueError on an unknown option or a bad option value.

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   caffe2py deploy.prototxt --weights net.caffemodel -o model.py   # also writes model.npz
   caffe2py train_val.prototxt --input-shape data=1,3,227,227 -o model.py
   caffe2py deploy.prototxt --fully-conv -o fcn.py                  # InnerProduct as convolution
+  caffe2py deploy.prototxt --weights net.caffemodel --inference -o model.py   # BatchNorm folded, for deployment
   caffe2py nets/*.prototxt --write                                 # nets/a.py beside nets/a.prototxt, if it changed
   caffe2py nets/*.prototxt --check                                 # print a diff of stale modules, write nothing
   caffe2py nets/*.prototxt --write --out-dir models                # the modules in models/ instead
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=shape_argument, default=[], metavar="NAME=N,C,H,W", help="shape of an input or data blob, e.g. --input-shape data=1,3,224,224 (repeatable)")
     p.add_argument("--fully-conv", action="store_true", help="InnerProduct on spatial input becomes a convolution; spatial input sizes become free")
     p.add_argument("--mean", metavar="BINARYPROTO", help="the mean image Caffe subtracts, for preprocess(), e.g. --mean imagenet_mean.binaryproto")
+    p.add_argument("--inference", action="store_true", help="for deployment: BatchNorm and Scale folded into the convolution or InnerProduct before them, Dropout removed")
     p.add_argument("--solver", metavar="PROTOTXT", help="with --phase TRAIN: add compile_model() doing what this solver.prototxt and the net's loss layers do")
     p.add_argument("--native-groups", action="store_true", help="grouped convolution as Conv2D(groups=g) instead of one Conv2D per group")
     p.add_argument("--flat", action="store_true", help="one line per Keras layer: no functions for repeated units")

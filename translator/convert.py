@@ -43,6 +43,8 @@ def translate(
     would be stubs; the module imports them from it instead.
     """
     options = options or Options()
+    if options.inference and solver is not None:
+        raise TranslationError("--inference folds BatchNorm into convolutions for deployment; train the default rendering (--solver) instead")
     if custom_layers is not None:
         options = dataclasses.replace(options, custom_layers=custom_module_name(custom_layers))
     parsed = read_prototxt(prototxt, display)
@@ -74,6 +76,7 @@ def translate_with_options(prototxt: str | Path, args: argparse.Namespace) -> Tr
         ignore_unknown_fields=args.ignore_unknown_fields,
         rename=tuple(args.rename),
         flat=args.flat,
+        inference=args.inference,
     )
     return translate(
         prototxt,

@@ -169,6 +169,10 @@ def _unknown_error(graph: Graph, nodes: Sequence[Node], fields: Sequence[Unknown
     )
 
 
+def _folding(convert: Callable, fold: Callable) -> Callable:
+    return lambda own, *others: convert(fold(own, others))
+
+
 class EmitContext:
     """The translator's side of ``layers.context.LayerContext``, where its contract is documented."""
 
@@ -183,6 +187,7 @@ class EmitContext:
         self.phase = emitter.graph.phase
         self._lines: list[str] = []
         self._named = False
+        self._fold: tuple[tuple[str, ...], Callable] | None = None
 
     # -- inputs and errors ------------------------------------------------------------------------
     @property
@@ -216,18 +221,34 @@ class EmitContext:
 
     def sole_consumer(self, i: int) -> Node | None:
         """The one layer that reads top ``i``, when exactly one does and the top is no net output."""
-        key = self.node.tops[i]
+        return self.sole_reader(self.node, i)
+
+    def sole_reader(self, node: Node, i: int = 0) -> Node | None:
+        key = node.tops[i]
         readers = self._e.consumers.get(key, [])
         if len(readers) != 1 or key in self.graph_outputs:
             return None
         return self._e.graph.nodes[readers[0]]
 
     def absorb(self, other: Node) -> None:
-        """``other`` (a later layer reading this one's top) is folded into what this emitter made."""
         index = self._e.index_of[id(other)]
         self._e.absorbed[index] = self.keras_name
-        if other.tops[0][0] != self.node.tops[0][0]:
-            self._e.hidden.add(self.node.tops[0][0])
+        if other.tops[0][0] != other.bottoms[0][0]:
+            self._e.hidden.add(other.bottoms[0][0])
+
+    def fold(
+        self,
+        layers: Sequence[Node],
+        blobs: Callable[[Sequence[np.ndarray], Sequence[Sequence[np.ndarray]]], Sequence[np.ndarray]],
+    ) -> None:
+        for other in layers:
+            self.absorb(other)
+            self._e.out.folded.append((other.type, other.name))
+        self._fold = (tuple(n.name for n in layers), blobs)
+
+    def removed(self) -> None:
+        self.alias(0, self.x)
+        self._e.out.folded.append((self.node.type, self.node.name))
 
     # -- naming -----------------------------------------------------------------------------------
     def derived_name(self, suffix: str) -> str:
@@ -332,7 +353,11 @@ class EmitContext:
     ) -> None:
         """Variable ``layer_name/variable`` of the Keras model comes from ``convert(blobs)``."""
         caffe_layer = (source or self.node).name
-        self._e.out.weights.append(WeightSpec(f"{layer_name}/{variable}", caffe_layer, convert))
+        folded: tuple[str, ...] = ()
+        if self._fold is not None and source is None:
+            folded, fold = self._fold
+            convert = _folding(convert, fold)
+        self._e.out.weights.append(WeightSpec(f"{layer_name}/{variable}", caffe_layer, convert, folded))
 
     # -- layouts ----------------------------------------------------------------------------------
     def in_layout(self, tensor: Tensor, layout: Layout) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +94,8 @@ class WeightSpec:
 
     key: str
     layer: str
-    convert: Callable[[Sequence[np.ndarray]], np.ndarray]
+    convert: Callable[..., np.ndarray]  # called with the blobs of ``layer``, then those of each ``folded`` layer
+    folded: tuple[str, ...] = ()  # layers whose blobs are folded in (--inference: BatchNorm, Scale)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class Translation:
     expectations: list[BlobExpectation] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)  # one line per Caffe layer, for -v
     warnings: list[str] = field(default_factory=list)  # what was translated though not understood
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (Caffe type, layer) folded away by --inference
     preprocess: dict[str, Any] | None = None
     frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it
     training: dict[str, Any] | None = None  # --solver: what compile_model() does (solver.describe)

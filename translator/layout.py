@@ -116,3 +116,29 @@ def dilate_kernel(kernel: np.ndarray, dilation: Sequence[int]) -> np.ndarray:
 def depthwise_deconv_kernel(weight: np.ndarray) -> np.ndarray:
     """Caffe Deconvolution with group == inputs (C, m, kh, kw), output c*m+j -> (kh, kw, C, m)."""
     return weight.transpose(2, 3, 0, 1)
+
+
+def fold_affine(
+    blobs: Sequence[np.ndarray], axis: int, batch_norm: Sequence[np.ndarray] | None, eps: float, scale: Sequence[np.ndarray] | None
+) -> list[np.ndarray]:
+    """A layer's Caffe weight and bias with the per-output-channel BatchNorm and/or Scale after it folded in.
+
+    BatchNorm gives (y - mean) / sqrt(var + eps) and Scale y * gamma + beta, so the weight's output
+    channels (its ``axis``) are multiplied by one factor each and the bias becomes (bias - mean) * factor
+    + beta; computed in float64 and rounded once.
+    """
+    import numpy as np
+
+    weight = blobs[0]
+    factor = np.ones(weight.shape[axis])
+    shift = blobs[1].reshape(-1).astype(np.float64) if len(blobs) > 1 else np.zeros(weight.shape[axis])
+    if batch_norm is not None:
+        mean = batchnorm_stats(batch_norm, 0).astype(np.float64)
+        inverse = 1.0 / np.sqrt(batchnorm_stats(batch_norm, 1).astype(np.float64) + np.float32(eps))
+        factor, shift = factor * inverse, (shift - mean) * inverse
+    if scale is not None:
+        gamma = scale[0].reshape(-1).astype(np.float64)
+        factor, shift = factor * gamma, shift * gamma + (scale[1].reshape(-1) if len(scale) > 1 else 0.0)
+    broadcast = [1] * weight.ndim
+    broadcast[axis] = -1
+    return [(weight * factor.reshape(broadcast)).astype(np.float32), shift.astype(np.float32)]

@@ -21,6 +21,7 @@ class Options:
     fully_conv: bool = False
     native_groups: bool = False
     stub_unknown: bool = False
+    inference: bool = False  # fold BatchNorm/Scale into the layer before them, drop Dropout
     ignore_unknown_fields: bool = False
     # The module (a file beside the generated one) whose classes replace the stubs: --custom-layers.
     custom_layers: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections import Counter
 from functools import lru_cache
 from importlib import resources
@@ -311,6 +312,24 @@ def _blob_rule(block: Block, entries) -> dict[str, Any]:
     return {"head": Source(head), "lines": lines, "fn": Source(block.fn)}
 
 
+def _folded_doc(t: Translation) -> Source | None:
+    """What the inference rendering left out, for the module's docstring (None when it changed nothing)."""
+    if not t.folded:
+        return None
+    counts = Counter(kind for kind, _ in t.folded)
+    folded = [f"{n} {kind}" for kind, n in counts.items() if kind != "Dropout"]
+    parts = []
+    if folded:
+        parts.append(
+            f"{' and '.join(folded)} layer(s) are folded into the kernel and bias of the convolution or"
+            " InnerProduct before them (BLOBS lacks any blob that only held a folded layer's input)"
+        )
+    if "Dropout" in counts:
+        parts.append(f"{counts['Dropout']} Dropout layer(s) (the identity at inference) are removed")
+    text = f"Inference rendering (--inference): {'; '.join(parts)}. To fine-tune, translate without --inference."
+    return Source("\n".join(textwrap.wrap(docstring_text(text), 100)))
+
+
 def present(t: Translation, npz_name: str) -> dict[str, Any]:
     """Every field the module template prints, already valid Python source."""
     kept = {o.var for o in t.outputs}
@@ -348,6 +367,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "sha256": Source(t.source_sha256),
         "version": Source(__version__),
         "npz_name": docstring_text(npz_name),
+        "folded": _folded_doc(t),
         "single_input": single,
         "inputs": inputs,
         "blobs": blobs,

@@ -98,6 +98,6 @@ def write_npz(
     keys = []
     with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for spec in translation.weights:
-            _write_array(archive, spec.key, spec.convert(checked[spec.layer]))
+            _write_array(archive, spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
             keys.append(spec.key)
     return keys

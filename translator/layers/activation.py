@@ -41,6 +41,11 @@ def tanh(ctx: LayerContext) -> None:
 @layer("Dropout")
 def dropout(ctx: LayerContext) -> None:
     # Identity at inference (Caffe scales at training time, as Keras does); kept so the model trains.
+    if ctx.options.inference:
+        ctx.need_bottoms(1)
+        ctx.need_tops(1)
+        ctx.removed()
+        return
     same_shape(ctx, "layers.Dropout", ctx.p.dropout_param.dropout_ratio)
 
 

@@ -76,8 +76,25 @@ class LayerContext(Protocol):
         """The one layer that reads top ``i``, when exactly one does and the top is no net output."""
         ...
 
+    def sole_reader(self, node: Node, i: int = 0) -> Node | None:
+        """The one layer that reads top ``i`` of ``node``, when exactly one does and it is no net output."""
+        ...
+
     def absorb(self, other: Node) -> None:
-        """``other`` (a later layer reading this one's top) is folded into what this emitter made."""
+        """``other`` (a later layer reading this one's top, or an absorbed one's) is folded into what this emitter made."""
+        ...
+
+    def fold(
+        self,
+        layers: Sequence[Node],
+        blobs: Callable[[Sequence[np.ndarray], Sequence[Sequence[np.ndarray]]], Sequence[np.ndarray]],
+    ) -> None:
+        """Absorb ``layers`` (--inference); every weight of this layer is then converted from
+        ``blobs(its own blobs, those of each of layers)`` instead of its own blobs."""
+        ...
+
+    def removed(self) -> None:
+        """Top 0 is bottom 0 and the layer leaves no code (--inference: Dropout); it is listed as removed."""
         ...
 
     # -- naming ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from ..ir import channels_last
 from ..pysource import Code, SliceLambda
 from .common import compact, hw
 from .context import LayerContext
+from .fold import fold_following
 from .registry import layer
 
 
@@ -59,6 +60,7 @@ def convolution(ctx: LayerContext) -> None:
     if (out_h is not None and out_h <= 0) or (out_w is not None and out_w <= 0):
         raise ctx.error(f"kernel {kernel} (dilation {dilation}) is larger than the padded input {height}x{width}")
     ctx.expect_blobs((filters, channels // groups, *kernel), *([(filters,)] if p.bias_term else []))
+    folded = fold_following(ctx, filters)
 
     # Caffe pads symmetrically; Keras' "same" does so only at stride 1, where it pads d*(k-1)/2 on
     # each side whatever the input size. Any other padding is its own layer before a valid conv.
@@ -74,22 +76,23 @@ def convolution(ctx: LayerContext) -> None:
         kwargs["strides"] = compact(stride)
     if dilation != (1, 1):
         kwargs["dilation_rate"] = compact(dilation)
-    if not p.bias_term:
+    # A folded BatchNorm or Scale leaves a bias even where Caffe's convolution had none.
+    if not p.bias_term and not folded:
         kwargs["use_bias"] = False
-    bias = (lambda b: layout.vector(b[1])) if p.bias_term else None
+    bias = (lambda b: layout.vector(b[1])) if p.bias_term or folded else None
 
     if groups == channels and groups > 1 and not ctx.options.native_groups:
         multiplier = filters // channels
         if multiplier != 1:
             kwargs = {"depth_multiplier": multiplier, **kwargs}
-        target, producer = ctx.call("layers.DepthwiseConv2D", compact(kernel), inputs=src, **kwargs)
+        target, producer = ctx.call("layers.DepthwiseConv2D", compact(kernel), inputs=src, comment=folded, **kwargs)
         ctx.weight(producer, "kernel", lambda b: layout.depthwise_kernel(b[0], channels))
         if bias:
             ctx.weight(producer, "bias", bias)
     elif groups == 1 or ctx.options.native_groups:
         if groups > 1:
             kwargs["groups"] = groups
-        target, producer = ctx.call("layers.Conv2D", filters, compact(kernel), inputs=src, **kwargs)
+        target, producer = ctx.call("layers.Conv2D", filters, compact(kernel), inputs=src, comment=folded, **kwargs)
         ctx.weight(producer, "kernel", lambda b: layout.conv_kernel(b[0]))
         if bias:
             ctx.weight(producer, "bias", bias)
@@ -102,9 +105,9 @@ def convolution(ctx: LayerContext) -> None:
                 ctx.weight(conv_name, "bias", lambda b, g=g: layout.group_slice(layout.vector(b[1]), g, groups))
         if names == [(f"{ctx.keras_name}_split{g}", f"{ctx.keras_name}_g{g}") for g in range(groups)]:
             helper = ctx.helper("grouped_conv")
-            target, producer = ctx.call(helper, groups, filters, compact(kernel), inputs=src, inline=True, **kwargs)
+            target, producer = ctx.call(helper, groups, filters, compact(kernel), inputs=src, inline=True, comment=folded, **kwargs)
         else:  # a name the helper would make is taken: the same layers, one statement each
-            ctx.comment(f"{ctx.node.name}: group {groups} -> one Conv2D per channel group, then Concatenate")
+            ctx.comment(f"{ctx.node.name}: group {groups} -> one Conv2D per channel group, then Concatenate" + (f"; {folded[2:]}" if folded else ""))
             parts = []
             for g, (split_name, conv_name) in enumerate(names):
                 part = ctx.new_var(f"{ctx.top_var()}_g{g}")

@@ -8,6 +8,7 @@ from .. import layout
 from ..ir import channels_last, identity
 from .common import caffe_axis, compact
 from .context import LayerContext
+from .fold import fold_following
 from .registry import layer
 
 
@@ -40,16 +41,18 @@ def inner_product(ctx: LayerContext) -> None:
     inputs = math.prod(dims)
     outputs = p.num_output
     ctx.expect_blobs((inputs, outputs) if p.transpose else (outputs, inputs), *([(outputs,)] if p.bias_term else []))
+    # A BatchNorm normalizes Caffe axis 1: the outputs only when Caffe's axis is 1.
+    folded = fold_following(ctx, outputs, 1 if p.transpose else 0) if axis == 1 else None
     src = x
     if axis == 1 and x.rank > 2:
         src, _ = ctx.call("layers.Flatten", inputs=x, name=ctx.derived_name("flatten"))
     elif axis > 1 and axis < x.rank - 1:
         src, _ = ctx.call("layers.Reshape", (*x.keras_shape[1:axis], inputs), inputs=x, name=ctx.derived_name("flatten"))
-    kwargs = {} if p.bias_term else {"use_bias": False}
-    target, producer = ctx.call("layers.Dense", outputs, inputs=src, **kwargs)
+    kwargs = {} if p.bias_term or folded else {"use_bias": False}
+    target, producer = ctx.call("layers.Dense", outputs, inputs=src, comment=folded, **kwargs)
     transpose = p.transpose
     ctx.weight(producer, "kernel", lambda b: layout.dense_kernel(b[0].reshape(-1, inputs) if not transpose else b[0].reshape(inputs, -1), dims, order, transpose))
-    if p.bias_term:
+    if p.bias_term or folded:
         ctx.weight(producer, "bias", lambda b: layout.vector(b[1]))
     # The kept axes stay where Keras holds them (a recurrent output has its streams first).
     kept = x.layout[:axis] if axis > 1 else (0,)
@@ -75,12 +78,13 @@ def _as_convolution(ctx: LayerContext, x, p) -> None:
     outputs = p.num_output
     inputs = channels * kernel[0] * kernel[1]
     ctx.expect_blobs((inputs, outputs) if p.transpose else (outputs, inputs), *([(outputs,)] if p.bias_term else []))
+    folded = fold_following(ctx, outputs, 1 if p.transpose else 0)
     x = ctx.in_layout(x, channels_last(4))
-    kwargs = {} if p.bias_term else {"use_bias": False}
+    kwargs = {} if p.bias_term or folded else {"use_bias": False}
     ctx.comment(f"{ctx.node.name}: InnerProduct over a {kernel[0]}x{kernel[1]} input, slid as a convolution (--fully-conv)")
-    target, producer = ctx.call("layers.Conv2D", outputs, compact(kernel), inputs=x, **kwargs)
+    target, producer = ctx.call("layers.Conv2D", outputs, compact(kernel), inputs=x, comment=folded, **kwargs)
     transpose = p.transpose
     ctx.weight(producer, "kernel", lambda b: layout.inner_product_conv_kernel(b[0], channels, kernel, transpose))
-    if p.bias_term:
+    if p.bias_term or folded:
         ctx.weight(producer, "bias", lambda b: layout.vector(b[1]))
     ctx.output(0, target, producer, (n, outputs, out_h, out_w))
