@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caffe2py.convert import translate
-from caffe2py.emit import Options
+from caffe2py.options import Options
 from caffe2py.render import render
 from tests.refnet import assert_close, keras_forward
 
