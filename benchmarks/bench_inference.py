@@ -72,8 +72,12 @@ def generated_model(prototxt: Path, caffemodel: Path, directory: Path, *flags: s
     return module, model
 
 
-def race(runners: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each runner: warm-up, then interleaved rounds, rotating who goes first."""
+def race(runners: dict, rounds: int, warmup: int = 2, cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each runner: warm-up, then interleaved rounds, rotating who goes first.
+
+    With ``cpu``, each call's process CPU time (all threads) is appended there too: steadier than wall
+    time when other work shares the cores.
+    """
     for run in runners.values():
         for _ in range(warmup):
             run()
@@ -81,9 +85,11 @@ def race(runners: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.process_time()
             runners[name]()
             times[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - used)
     return times
 
 
@@ -93,8 +99,8 @@ def _relative(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Seconds per batch of each runner, and a note per runner (its logits' difference)."""
+def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """Wall and CPU seconds per batch of each runner, and a note per runner (its logits' difference)."""
     import cv2
     import keras
     import numpy as np
@@ -135,7 +141,8 @@ def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tup
     runners = {label: (lambda m=m: m.predict_on_batch(x)) for label, m in models.items()}
     runners["keras.applications"] = lambda: reference.predict_on_batch(x)
     runners["OpenCV"] = run_opencv
-    return race(runners, rounds), notes
+    cpu: dict[str, list[float]] = {}
+    return race(runners, rounds, cpu=cpu), cpu, notes
 
 
 def main(argv: list[str]) -> int:
@@ -160,14 +167,14 @@ def main(argv: list[str]) -> int:
     )
     print(
         "| net | runtime | s / batch (median) | best | images/s (median) | vs keras.applications (median) | (best) |"
-        " output difference (max abs diff / max abs) |"
+        " CPU s / batch (median) | vs keras.applications (CPU) | output difference (max abs diff / max abs) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as scratch:
         directory = args.workdir or Path(scratch)
         for key in args.nets.split(","):
             net = NETS[key]
-            times, notes = _bench(net, directory, args.batch, args.rounds, args.jit)
+            times, cpu, notes = _bench(net, directory, args.batch, args.rounds, args.jit)
             keras.backend.clear_session()
             reference = times["keras.applications"]
             for name, values in times.items():
@@ -175,7 +182,8 @@ def main(argv: list[str]) -> int:
                 shown = notes.get(name, "")
                 print(
                     f"| {net.label} | {name} | {m:.3f} | {min(values):.3f} | {args.batch / m:.1f} |"
-                    f" {median(reference) / m:.2f}x | {min(reference) / min(values):.2f}x | {shown} |",
+                    f" {median(reference) / m:.2f}x | {min(reference) / min(values):.2f}x | {median(cpu[name]):.3f} |"
+                    f" {median(cpu['keras.applications']) / median(cpu[name]):.2f}x | {shown} |",
                     flush=True,
                 )
     print(f"\nLoad average at end: {load()}.")
