@@ -28,8 +28,8 @@ def test_case_matches_caffe(case):
 def test_case_matches_caffe_in_the_inference_rendering(case):
     """--inference folds BatchNorm/Scale and drops Dropout; a net with neither translates as by default."""
     from caffe2py.convert import translate
-    from caffe2py.options import Options
     from caffe2py.errors import TranslationError
+    from caffe2py.options import Options
 
     spec = json.loads((conformance.CASES / case / "case.json").read_text())
     net = conformance.SHARED / spec["prototxt"]
