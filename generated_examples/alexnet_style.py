@@ -25,10 +25,10 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     x = layers.Conv2D(32, 7, strides=2, name="conv1")(data)
     x = layers.ReLU(name="relu1")(x)
     x = LRN(local_size=5, alpha=0.0001, beta=0.75, name="norm1")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = CaffePooling2D("max", 3, strides=2, name="pool1")(x)
     x = grouped_conv(x, 2, 64, 3, padding="same", name="conv2")
     x = layers.ReLU(name="relu2")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    x = CaffePooling2D("max", 3, strides=2, name="pool2")(x)
     x = layers.Flatten(name="fc6_flatten")(x)
     x = layers.Dense(128, name="fc6")(x)
     x = layers.ReLU(name="relu6")(x)
@@ -147,6 +147,112 @@ class LRN(layers.Layer):
             beta=self.beta,
             k=self.k,
             within_channel=self.within_channel,
+        )
+        return config
+
+
+class CaffePooling2D(layers.Layer):
+    """Pooling exactly as Caffe does it, where no Keras padding mode matches.
+
+    Caffe pads symmetrically, rounds the output size up (ceil mode) but drops a last window that
+    would start in the padding. MAX pads with -inf, so padding is never selected. AVE divides by
+    the window clipped to the padded input: padding counts, the ceil-mode overhang does not.
+    """
+
+    def __init__(
+        self, method, pool_size, strides=1, padding=0, ceil_mode=True, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.method = method
+        self.pool_size = self._pair(pool_size)
+        self.strides = self._pair(strides)
+        self.padding = self._pair(padding)
+        self.ceil_mode = ceil_mode
+
+    @staticmethod
+    def _pair(value):
+        return (value, value) if isinstance(value, int) else tuple(value)
+
+    def _out(self, size, axis):
+        k, s, p = self.pool_size[axis], self.strides[axis], self.padding[axis]
+        span = size + 2 * p - k
+        out = -(-span // s) + 1 if self.ceil_mode else span // s + 1
+        starts_in_padding = (out - 1) * s >= size + p
+        if p == 0:
+            return out
+        if isinstance(starts_in_padding, bool):
+            return out - int(starts_in_padding)
+        return out - ops.cast(starts_in_padding, "int32")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        h = None if h is None else self._out(h, 0)
+        w = None if w is None else self._out(w, 1)
+        return (n, h, w, c)
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        if isinstance(h, int) and isinstance(w, int):
+            return self._call_static(x, h, w)
+        (ph, pw), (sh, sw) = self.padding, self.strides
+        # Room on the bottom/right for the ceil-mode overhang; the surplus output is cut below.
+        eh, ew = (sh - 1, sw - 1) if self.ceil_mode else (0, 0)
+        pads = [[0, 0], [ph, ph + eh], [pw, pw + ew], [0, 0]]
+        if self.method == "max":
+            padded = ops.pad(x, pads, constant_values=float("-inf"))
+            y = ops.max_pool(padded, self.pool_size, self.strides, padding="valid")
+        else:
+            total = ops.average_pool(
+                ops.pad(x, pads), self.pool_size, self.strides, padding="valid"
+            )
+            # 1 where Caffe counts a position (image and padding), 0 on the overhang.
+            caffe_pads = [[0, 0], [ph, ph], [pw, pw], [0, 0]]
+            inside = ops.pad(ops.ones_like(x[..., :1]), caffe_pads, constant_values=1.0)
+            inside = ops.pad(inside, [[0, 0], [0, eh], [0, ew], [0, 0]])
+            counted = ops.average_pool(inside, self.pool_size, self.strides, "valid")
+            # A window wholly on the overhang sums nothing: Caffe's 0 (its divisor is <= 0 there).
+            y = ops.divide_no_nan(total, counted)
+        shape = ops.shape(x)
+        return y[:, : self._out(shape[1], 0), : self._out(shape[2], 1), :]
+
+    def _call_static(self, x, h, w):
+        # The size is known while tracing: pad exactly what Caffe's windows reach.
+        (kh, kw), (ph, pw) = self.pool_size, self.padding
+        out = (self._out(h, 0), self._out(w, 1))
+        rows = np.arange(out[0]) * self.strides[0] - ph
+        cols = np.arange(out[1]) * self.strides[1] - pw
+        after = (max(rows[-1] + kh - h, 0), max(cols[-1] + kw - w, 0))
+        pads = [[0, 0], [ph, after[0]], [pw, after[1]], [0, 0]]
+        padded = ph or pw or any(after)
+        if self.method == "max":
+            if padded:
+                x = ops.pad(x, pads, constant_values=float("-inf"))
+            y = ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+        else:
+            if padded:
+                x = ops.pad(x, pads)
+            y = ops.average_pool(x, self.pool_size, self.strides, padding="valid")
+            # Caffe divides by the window clipped to the padded input.
+            tall = np.minimum(rows + kh, h + ph) - rows
+            wide = np.minimum(cols + kw, w + pw) - cols
+            if (tall != kh).any() or (wide != kw).any():
+                # A window wholly on the overhang sums nothing: Caffe's 0 there.
+                inside = np.outer(tall > 0, wide > 0)
+                counted = np.where(inside, np.outer(tall, wide), 1)
+                factor = np.where(inside, kh * kw / counted, 0.0)[None, :, :, None]
+                y = y * ops.convert_to_tensor(factor, y.dtype)
+        if tuple(y.shape[1:3]) != out:
+            y = y[:, : out[0], : out[1], :]
+        return y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            method=self.method,
+            pool_size=self.pool_size,
+            strides=self.strides,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
         )
         return config
 

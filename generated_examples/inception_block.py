@@ -123,10 +123,6 @@ def _layers_with_weights(model):
             yield layer
 
 
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 class CaffePooling2D(layers.Layer):
     """Pooling exactly as Caffe does it, where no Keras padding mode matches.
 
@@ -140,10 +136,14 @@ class CaffePooling2D(layers.Layer):
     ):
         super().__init__(**kwargs)
         self.method = method
-        self.pool_size = _pair(pool_size)
-        self.strides = _pair(strides)
-        self.padding = _pair(padding)
+        self.pool_size = self._pair(pool_size)
+        self.strides = self._pair(strides)
+        self.padding = self._pair(padding)
         self.ceil_mode = ceil_mode
+
+    @staticmethod
+    def _pair(value):
+        return (value, value) if isinstance(value, int) else tuple(value)
 
     def _out(self, size, axis):
         k, s, p = self.pool_size[axis], self.strides[axis], self.padding[axis]
@@ -163,6 +163,9 @@ class CaffePooling2D(layers.Layer):
         return (n, h, w, c)
 
     def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        if isinstance(h, int) and isinstance(w, int):
+            return self._call_static(x, h, w)
         (ph, pw), (sh, sw) = self.padding, self.strides
         # Room on the bottom/right for the ceil-mode overhang; the surplus output is cut below.
         eh, ew = (sh - 1, sw - 1) if self.ceil_mode else (0, 0)
@@ -183,6 +186,36 @@ class CaffePooling2D(layers.Layer):
             y = ops.divide_no_nan(total, counted)
         shape = ops.shape(x)
         return y[:, : self._out(shape[1], 0), : self._out(shape[2], 1), :]
+
+    def _call_static(self, x, h, w):
+        # The size is known while tracing: pad exactly what Caffe's windows reach.
+        (kh, kw), (ph, pw) = self.pool_size, self.padding
+        out = (self._out(h, 0), self._out(w, 1))
+        rows = np.arange(out[0]) * self.strides[0] - ph
+        cols = np.arange(out[1]) * self.strides[1] - pw
+        after = (max(rows[-1] + kh - h, 0), max(cols[-1] + kw - w, 0))
+        pads = [[0, 0], [ph, after[0]], [pw, after[1]], [0, 0]]
+        padded = ph or pw or any(after)
+        if self.method == "max":
+            if padded:
+                x = ops.pad(x, pads, constant_values=float("-inf"))
+            y = ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+        else:
+            if padded:
+                x = ops.pad(x, pads)
+            y = ops.average_pool(x, self.pool_size, self.strides, padding="valid")
+            # Caffe divides by the window clipped to the padded input.
+            tall = np.minimum(rows + kh, h + ph) - rows
+            wide = np.minimum(cols + kw, w + pw) - cols
+            if (tall != kh).any() or (wide != kw).any():
+                # A window wholly on the overhang sums nothing: Caffe's 0 there.
+                inside = np.outer(tall > 0, wide > 0)
+                counted = np.where(inside, np.outer(tall, wide), 1)
+                factor = np.where(inside, kh * kw / counted, 0.0)[None, :, :, None]
+                y = y * ops.convert_to_tensor(factor, y.dtype)
+        if tuple(y.shape[1:3]) != out:
+            y = y[:, : out[0], : out[1], :]
+        return y
 
     def get_config(self):
         config = super().get_config()

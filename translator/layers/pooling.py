@@ -20,22 +20,16 @@ def pool_out(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     return out
 
 
-def native_padding(method: int, size: int | None, k: int, s: int, p: int, ceil_mode: bool) -> str | None:
-    """The Keras padding mode that gives exactly Caffe's windows on this axis, or None.
+def native_padding(method: int, k: int, s: int, p: int, ceil_mode: bool) -> str | None:
+    """The Keras padding mode that gives exactly Caffe's windows on this axis for every input size, or None.
 
-    "valid" when no window overhangs the (explicitly zero-padded, AVE only) input; "same" when
-    TensorFlow's asymmetric padding places the same windows and its divisor agrees (MAX ignores
-    padding; AVE only without Caffe padding, where both divide by the in-image part).
+    "valid" when no window can overhang the (explicitly zero-padded, AVE only) input: floor mode, or
+    stride 1. "same" for MAX at stride 1 with pad (k - 1) / 2, where Keras pads as Caffe does.
+    Anywhere else Caffe's ceil-mode overhang depends on the input's size and parity.
     """
-    if size is None:  # free spatial size: only what holds for every size
-        exact = not ceil_mode or s == 1
-        return "valid" if exact and (p == 0 or method == AVE) else None
-    out = pool_out(size, k, s, p, ceil_mode)
-    if out == (size + 2 * p - k) // s + 1 and (p == 0 or method == AVE):
+    if (not ceil_mode or s == 1) and (p == 0 or method == AVE):
         return "valid"
-    same_out = -(-size // s)
-    top = max((same_out - 1) * s + k - size, 0) // 2
-    if out == same_out and top == p and (method == MAX or p == 0):
+    if method == MAX and s == 1 and 2 * p == k - 1:
         return "same"
     return None
 
@@ -83,7 +77,8 @@ def pooling(ctx: LayerContext) -> None:
             f"kernel {kernel} (stride {stride}, pad {pad}) does not fit the input {height}x{width}: "
             f"Caffe's pooled size would be {out[0]}x{out[1]}"
         )
-    modes = {native_padding(p.pool, size, k, s, q, ceil_mode) for size, k, s, q in zip((height, width), kernel, stride, pad)}
+    # Decided for every input size, not the translated one: build_model may be given any size.
+    modes = {native_padding(p.pool, k, s, q, ceil_mode) for k, s, q in zip(kernel, stride, pad)}
     kwargs = {"strides": compact(stride)} if stride != kernel else {}
     if modes == {"valid"}:
         src = x

@@ -238,17 +238,12 @@ def crop(ctx: LayerContext) -> None:
         shape[a] = ref.shape[a]
     if x.flat_of is not None:
         x = ctx.in_layout(x, x.layout)
-    spatial = x.rank == 4 and axis >= 2 and None not in x.shape[2:] and None not in ref.shape[2:]
-    if spatial:
-        # Both sizes are known, so the crop is fixed margins: Keras' own Cropping2D.
-        x = ctx.in_layout(x, (0, 2, 3, 1))
-        margins = tuple((offsets.get(a, 0), x.shape[a] - offsets.get(a, 0) - shape[a]) for a in (2, 3))
-        target, producer = ctx.call("layers.Cropping2D", margins, inputs=x)
-    else:
-        ref = ctx.in_layout(ref, x.layout)
-        helper = ctx.helper("Crop")
-        keras_offsets = tuple(offsets.get(a) for a in x.layout)
-        target, producer = ctx.call(helper, keras_offsets, inputs=[x, ref])
+    # Not Cropping2D: its margins would be those of the translated size. The helper cuts to the
+    # reference's actual size.
+    ref = ctx.in_layout(ref, x.layout)
+    helper = ctx.helper("Crop")
+    keras_offsets = tuple(offsets.get(a) for a in x.layout)
+    target, producer = ctx.call(helper, keras_offsets, inputs=[x, ref])
     ctx.output(0, target, producer, tuple(shape), x.layout)
 
 
