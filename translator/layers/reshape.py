@@ -61,8 +61,14 @@ def _reshaped_layout(src: Shape, layout: Layout, dst: Shape) -> Layout | None:
     return tuple(new) if new[0] == 0 else None
 
 
-def _emit_reshape(ctx: LayerContext, x: Tensor, shape: Shape) -> None:
-    """Give top 0 the Caffe ``shape`` by reshaping ``x``, keeping its layout where the data allows."""
+def _emit_reshape(
+    ctx: LayerContext, x: Tensor, shape: Shape, inferred: int | None = None, literal: frozenset[int] = frozenset()
+) -> None:
+    """Give top 0 the Caffe ``shape`` by reshaping ``x``, keeping its layout where the data allows.
+
+    ``inferred`` is the axis Caffe infers (its -1), ``literal`` the axes the prototxt sizes: when every
+    other output axis is one of those and Keras' order is Caffe's, Keras infers it too, at any input size.
+    """
     src, src_layout = x.flat_of if x.flat_of is not None else (x.shape, x.layout)
     new_layout = _reshaped_layout(src, src_layout, shape)
     if new_layout is None:
@@ -78,6 +84,13 @@ def _emit_reshape(ctx: LayerContext, x: Tensor, shape: Shape) -> None:
     elif len(shape) == 2:
         target, producer = ctx.call("layers.Flatten", inputs=x)
     else:
+        if (
+            inferred  # neither None nor the batch axis
+            and x.in_caffe_order
+            and new_layout == identity(len(shape))
+            and literal | {0, inferred} >= set(range(len(shape)))
+        ):
+            dims[inferred] = None
         if dims[1:].count(None) > 1:
             raise ctx.error(f"cannot reshape to {list(shape)} with more than one free size (fix the input size)")
         target, producer = ctx.call("layers.Reshape", tuple(-1 if d is None else d for d in dims[1:]), inputs=x)
@@ -128,7 +141,11 @@ def reshape(ctx: LayerContext) -> None:
     if shape == ctx.x.shape:
         ctx.alias(0, ctx.x)
         return
-    _emit_reshape(ctx, ctx.x, shape)
+    p = ctx.p.reshape_param
+    dims = list(p.shape.dim)
+    start = p.axis if p.axis >= 0 else ctx.x.rank + p.axis + 1
+    literal = frozenset(start + i for i, d in enumerate(dims) if d > 0)
+    _emit_reshape(ctx, ctx.x, shape, start + dims.index(-1) if -1 in dims else None, literal)
 
 
 @layer("Flatten")
