@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (each family registers its emitters on import)
     reshape,
     ssd,
     upsample,
+    yolo,
 )
 from .registry import REGISTRY, markdown_table, supported_types
 
