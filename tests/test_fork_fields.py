@@ -21,7 +21,7 @@ FORK_NET = HEAD + textwrap.dedent(
     """\
     frob: 3
     layer { name: "c" type: "Convolution" bottom: "data" top: "c"
-      convolution_param { num_output: 4 kernel_size: 3 hole: 2 } }
+      convolution_param { num_output: 4 kernel_size: 3 kernel_depth: 2 } }
     layer { name: "l" type: "Lstm" bottom: "c" top: "l"
       lstm_param { num_output: 4 } }
     layer { name: "l2" type: "Lstm" bottom: "l" top: "l2" lstm_param { num_output: 5 } }
@@ -45,7 +45,7 @@ def test_one_error_lists_every_unknown_field_and_type(tmp_path):
     assert str(info.value) == (
         f"{path}:4: 5 unknown field(s) and 2 layer(s) of unsupported type: "
         "line 4: unknown field 'frob'; "
-        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.hole'; "
+        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.kernel_depth'; "
         "line 7: layer 'l' of type 'Lstm'; "
         "line 8: layer 'l' (Lstm): unknown field 'lstm_param'; "
         "line 9: layer 'l2' (Lstm): unknown field 'lstm_param'; "
@@ -61,14 +61,14 @@ def test_stubbed_layers_keep_their_fields_and_the_others_are_listed(tmp_path):
         translate(path, options=Options(stub_unknown=True))
     assert str(info.value) == (
         f"{path}:4: 3 unknown field(s): line 4: unknown field 'frob'; "
-        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.hole'; "
+        "line 6: layer 'c' (Convolution): unknown field 'convolution_param.kernel_depth'; "
         "line 10: layer 't' (ReLU): unknown field 'colour' "
         "(--ignore-unknown-fields translates without the fields)"
     )
     translation = translate(path, options=Options(stub_unknown=True, ignore_unknown_fields=True))
     assert translation.warnings == [
         f"{path}:4: unknown field 'frob' ignored",
-        f"{path}:6: layer 'c' (Convolution): unknown field 'convolution_param.hole' ignored",
+        f"{path}:6: layer 'c' (Convolution): unknown field 'convolution_param.kernel_depth' ignored",
         f"{path}:10: layer 't' (ReLU): unknown field 'colour' ignored",
     ]
     [(name, kind, params)] = translation.stubs
@@ -132,6 +132,55 @@ def test_fork_fields_in_the_schema_parse(tmp_path):
         "v1.prototxt",
     )
     assert [layer.type for layer in read_prototxt(v1).net.layer] == ["Interp", "MatWrite", "ImageSegData"]
+
+
+def test_v1_fork_types_upgrade_to_the_types_the_emitters_register(tmp_path):
+    """C3D's and Fast R-CNN's V1 enum values, DeepLab's hole and PSPNet's BN fields parse."""
+    v1 = write(
+        tmp_path,
+        'name: "v"\ninput: "rois"\ninput_dim: 1 input_dim: 5 input_dim: 1 input_dim: 1\n'
+        'layers { name: "v" type: VIDEO_DATA top: "data" top: "label" }\n'
+        'layers { name: "c3" type: CONVOLUTION3D bottom: "data" top: "c3" }\n'
+        'layers { name: "p3" type: POOLING3D bottom: "c3" top: "p3" }\n'
+        'layers { name: "h" type: HOLE_CONVOLUTION bottom: "p3" top: "h" convolution_param { hole: 2 } }\n'
+        'layers { name: "r" type: ROI_POOLING bottom: "h" bottom: "rois" top: "r"\n'
+        "  roi_pooling_param { pooled_w: 6 pooled_h: 6 spatial_scale: 0.0625 } }\n"
+        'layers { name: "b" type: CONVOLUTION bottom: "r" top: "b" convolution_param { hole_h: 2 hole_w: 3 } }\n',
+        "v1.prototxt",
+    )
+    import caffe2py.layers  # noqa: F401  (registers the emitters)
+    from caffe2py.layers.registry import REGISTRY
+    from caffe2py.parse import read_prototxt
+
+    parsed = read_prototxt(v1)
+    assert parsed.unknown_fields == ()
+    layers = parsed.net.layer
+    types = [layer.type for layer in layers]
+    assert types == ["VideoData", "Convolution3D", "Pooling3D", "HoleConvolution", "ROIPooling", "Convolution"]
+    assert set(types[1:]) - {"Convolution3D", "Pooling3D"} <= set(REGISTRY)
+    assert layers[3].convolution_param.hole == 2
+    assert (layers[5].convolution_param.hole_h, layers[5].convolution_param.hole_w) == (2, 3)
+    assert layers[4].roi_pooling_param.pooled_w == 6
+    assert layers[4].roi_pooling_param.spatial_scale == 0.0625
+    bn = write(
+        tmp_path,
+        'layer { name: "bn" type: "BN" bottom: "x" top: "y" bn_param { moving_average: true decay: 0.05 } }\n',
+        "bn.prototxt",
+    )
+    parsed = read_prototxt(bn)
+    assert parsed.unknown_fields == ()
+    assert parsed.net.layer[0].bn_param.moving_average
+
+
+def test_a_v1_video_data_layer_becomes_an_input(tmp_path):
+    path = write(
+        tmp_path,
+        'name: "v"\n'
+        'layers { name: "v" type: VIDEO_DATA top: "data" top: "label" }\n'
+        'layers { name: "relu" type: RELU bottom: "data" top: "r" }\n',
+    )
+    source = translate_to_source(path, input_shapes={"data": (1, 3, 8, 8)})
+    assert 'keras.Input(shape=(8, 8, 3), name="data")' in source
 
 
 PYTHON_NET = HEAD + textwrap.dedent(

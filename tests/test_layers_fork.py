@@ -643,3 +643,73 @@ def test_bn_and_interp_refusals():
     for body, message in cases:
         with pytest.raises(TranslationError, match=message):
             keras_forward(_net({"data": (1, 2, 3, 3)}, body), {"data": np.zeros((1, 2, 3, 3), np.float32)})
+
+
+# --- DeepLab's hole, PSPNet's BN ----------------------------------------------------------------
+
+
+def _dilated_conv_reference(x, weight, bias, stride, pad, dilation):
+    """Caffe's convolution (DeepLab's im2col with hole taps) as NumPy sums over the kernel taps."""
+    n, c, h, w = x.shape
+    out, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), np.float64)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    y = np.zeros((n, out, oh, ow)) + bias.reshape(1, -1, 1, 1)
+    for i in range(kh):
+        for j in range(kw):
+            patch = padded[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+            y += np.einsum("nchw,oc->nohw", patch, weight[:, :, i, j])
+    return y.astype(np.float32)
+
+
+def test_deeplab_hole_is_dilation():
+    rng = _rng("hole")
+    x = _normal(rng, 2, 3, 13, 12)
+    weight, bias = _normal(rng, 4, 3, 3, 3), _normal(rng, 4)
+    conv = 'layer {{ name: "{}" type: "{}" bottom: "data" top: "{}" convolution_param {{ num_output: 4 {} }} }}\n'
+    body = (
+        conv.format("dil", "Convolution", "dil", "kernel_size: 3 pad: 2 dilation: 2")
+        + conv.format("hole", "HoleConvolution", "hole", "kernel_size: 3 pad: 2 hole: 2")
+        + conv.format("hole_hw", "Convolution", "hole_hw", "kernel_size: 3 pad_h: 2 pad_w: 3 stride: 2 hole_h: 2 hole_w: 3")
+    )
+    weights = [(n, "Convolution", [weight, bias]) for n in ("dil", "hole", "hole_hw")]
+    got = keras_forward(_net({"data": x.shape}, body), {"data": x}, weights, outputs=["dil", "hole", "hole_hw"])
+    np.testing.assert_array_equal(got["hole"], got["dil"])
+    assert_close(got["hole"], _dilated_conv_reference(x, weight, bias, (1, 1), (2, 2), (2, 2)))
+    assert_close(got["hole_hw"], _dilated_conv_reference(x, weight, bias, (2, 2), (2, 3), (2, 3)))
+
+
+def test_hole_and_dilation_together_are_refused(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(
+        _net(
+            {"data": (1, 3, 8, 8)},
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+            "convolution_param { num_output: 2 kernel_size: 3 dilation: 2 hole: 2 } }\n",
+        )
+    )
+    with pytest.raises(TranslationError, match="dilation and DeepLab's hole are both given; give one"):
+        translate(path)
+
+
+def test_pspnet_bn():
+    rng = _rng("pspnet bn")
+    x = _normal(rng, 2, 4, 3, 5) * 2 + 1
+    scale, shift, mean = (_normal(rng, 1, 4, 1, 1) for _ in range(3))
+    var = np.abs(_normal(rng, 1, 4, 1, 1)) + 0.1
+    bn = 'layer {{ name: "{0}" type: "BN" bottom: "data" top: "{0}" bn_param {{ {1} }} }}\n'
+    body = bn.format("moving", "moving_average: true decay: 0.05") + bn.format("batch", "moving_average: false decay: 0.05")
+    weights = [(n, "BN", [scale, shift, mean, var]) for n in ("moving", "batch")]
+    got = keras_forward(_net({"data": x.shape}, body), {"data": x}, weights, outputs=["moving", "batch"])
+    # PSPNet's BNLayer at TEST: the stored statistics with moving_average, else the batch's
+    # (mean and mean square deviation over N, H, W); var_eps 1e-10 either way, decay unused.
+    x64 = x.astype(np.float64)
+    want = scale * (x64 - mean) / np.sqrt(var.astype(np.float64) + 1e-10) + shift
+    assert_close(got["moving"], want.astype(np.float32))
+    batch_mean = x64.mean(axis=(0, 2, 3), keepdims=True)
+    batch_var = ((x64 - batch_mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+    want = scale * (x64 - batch_mean) / np.sqrt(batch_var + 1e-10) + shift
+    assert_close(got["batch"], want.astype(np.float32))

@@ -160,6 +160,11 @@ _V1_TYPES = {
     "DENSE_CRF": "DenseCRF",
     "DOMINANT_CHANNEL": "DominantChannel",
     "BIAS_CHANNEL": "BiasChannel",
+    # C3D's video layers and Fast R-CNN's ROI pooling, named as their V2 successors name them.
+    "CONVOLUTION3D": "Convolution3D",
+    "POOLING3D": "Pooling3D",
+    "VIDEO_DATA": "VideoData",
+    "ROI_POOLING": "ROIPooling",
 }
 
 # Caffe's UpgradeNetDataTransformation: V1 data layers whose own parameters still held the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import layout
+from ..errors import TranslationError
 from ..ir import channels_last
 from ..pysource import Code, SliceLambda
 from .common import compact, hw
@@ -17,6 +18,12 @@ def conv_geometry(p, what: str = "kernel"):
     stride = hw(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), "stride", 1)
     pad = hw(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), "pad", 0)
     dilation = hw(p.dilation, 1, 1, False, "dilation", 1)
+    if any(p.HasField(f) for f in ("hole", "hole_h", "hole_w")):
+        # DeepLab's hole spreads the filter taps hole apart, as dilation does (its im2col is Caffe's).
+        if len(p.dilation):
+            raise TranslationError("dilation and DeepLab's hole are both given; give one")
+        has_hw = p.HasField("hole_h") or p.HasField("hole_w")
+        dilation = (p.hole_h, p.hole_w) if has_hw else (p.hole, p.hole)
     return kernel, stride, pad, dilation
 
 
@@ -33,7 +40,7 @@ DEPTHWISE = ("ConvolutionDepthwise", "DepthwiseConvolution")
 # Ristretto's ConvolutionRistretto is a Convolution whose inputs, weights and outputs it rounds
 # to fixed point (or minifloat, or powers of two: quantization_param) at TEST time. The
 # translation computes the convolution in float32 and does not reproduce that rounding.
-@layer("Convolution", "ConvolutionRistretto", *DEPTHWISE)
+@layer("Convolution", "HoleConvolution", "ConvolutionRistretto", *DEPTHWISE)
 def convolution(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
     ctx.need_tops(1)

@@ -30,25 +30,55 @@ def bn(ctx: LayerContext) -> None:
         raise ctx.error("BN needs a blob with a channel axis")
     if x.flat_of is not None:
         x = ctx.in_layout(x, x.layout)
-    # Two forks share the type: SegNet's (scale, shift) and the PSPNet/TSN one (yjxiong's) with
-    # running statistics, told apart by the latter's own fields.
-    if any(p.HasField(f) for f in _RUNNING_STATS_FIELDS):
+    # Forks share the type: SegNet's (scale, shift), the TSN one (yjxiong's) with running
+    # statistics, and PSPNet's (moving_average, decay), told apart by the latter two's own fields.
+    if any(p.HasField(f) for f in _PSPNET_FIELDS):
+        _pspnet_bn(ctx, p, x)
+    elif any(p.HasField(f) for f in _RUNNING_STATS_FIELDS):
         _running_stats_bn(ctx, p, x)
     else:
         _segnet_bn(ctx, p, x)
 
 
-def _running_stats_bn(ctx: LayerContext, p, x: Tensor) -> None:
+def _running_stats_bn(ctx: LayerContext, p, x: Tensor, epsilon: float | None = None) -> None:
     """yjxiong's BN at TEST (or frozen): slope * (x - mean) / sqrt(var + eps) + bias, four (1, C, 1, 1) blobs."""
     ctx.need_tops(1)
     channels = x.shape[1]
     ctx.expect_blobs(*[(1, channels, 1, 1)] * 4)
     kwargs = _channel_axis(ctx, x)
-    if p.eps != 1e-3:  # Keras' default epsilon
-        kwargs["epsilon"] = p.eps
+    epsilon = p.eps if epsilon is None else epsilon
+    if epsilon != 1e-3:  # Keras' default epsilon
+        kwargs["epsilon"] = epsilon
     target, producer = ctx.call("layers.BatchNormalization", inputs=x, **kwargs)
     for i, name in enumerate(("gamma", "beta", "moving_mean", "moving_variance")):
         ctx.weight(producer, name, lambda b, i=i: layout.vector(b[i]))
+    ctx.output(0, target, producer, x.shape, x.layout)
+
+
+# PSPNet's bn_layer adds var_eps (its field 3, default 1e-10, not in the schema) to the variance.
+_PSPNET_FIELDS = ("moving_average", "decay")
+_PSPNET_VAR_EPS = 1e-10
+
+
+def _pspnet_bn(ctx: LayerContext, p, x: Tensor) -> None:
+    """PSPNet's BN: scale, shift, running mean and variance as four (1, C, 1, 1) blobs.
+
+    At TEST with moving_average it normalizes with the stored mean and variance; otherwise (TRAIN,
+    or moving_average false) with the batch's, as SegNet's LEARN mode does. decay only weighs the
+    running averages it updates in TRAIN, so it does not change the forward pass.
+    """
+    if ctx.phase == "TEST" and p.moving_average:
+        _running_stats_bn(ctx, p, x, epsilon=_PSPNET_VAR_EPS)
+        return
+    ctx.need_tops(1)
+    channels = x.shape[1]
+    ctx.expect_blobs(*[(1, channels, 1, 1)] * 4)
+    # The batch's variance E((x - mean)^2) plus var_eps 1e-10; the helper adds 1e-9, which moves
+    # sqrt(variance + eps) by less than float32 rounding unless the variance is below about 1e-2.
+    ctx.comment(f"{ctx.node.name}: without moving_average, Caffe normalizes with the batch's own statistics")
+    target, producer = ctx.call(ctx.helper("BatchStatNorm"), inputs=x, **_channel_axis(ctx, x))
+    ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]))
+    ctx.weight(producer, "beta", lambda b: layout.vector(b[1]))
     ctx.output(0, target, producer, x.shape, x.layout)
 
 
