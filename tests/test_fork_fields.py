@@ -22,9 +22,9 @@ FORK_NET = HEAD + textwrap.dedent(
     frob: 3
     layer { name: "c" type: "Convolution" bottom: "data" top: "c"
       convolution_param { num_output: 4 kernel_size: 3 kernel_depth: 2 } }
-    layer { name: "l" type: "Lstm" bottom: "c" top: "l"
-      lstm_param { num_output: 4 } }
-    layer { name: "l2" type: "Lstm" bottom: "l" top: "l2" lstm_param { num_output: 5 } }
+    layer { name: "l" type: "Frobnicate" bottom: "c" top: "l"
+      frobnicate_param { num_output: 4 } }
+    layer { name: "l2" type: "Frobnicate" bottom: "l" top: "l2" frobnicate_param { num_output: 5 } }
     layer { name: "t" type: "ReLU" bottom: "l2" top: "t" colour: 'blue' }
     layer { name: "train_only" type: "Frob" bottom: "t" top: "u" include { phase: TRAIN } frob_param { a: 1 } }
     """
@@ -46,10 +46,10 @@ def test_one_error_lists_every_unknown_field_and_type(tmp_path):
         f"{path}:4: 5 unknown field(s) and 2 layer(s) of unsupported type: "
         "line 4: unknown field 'frob'; "
         "line 6: layer 'c' (Convolution): unknown field 'convolution_param.kernel_depth'; "
-        "line 7: layer 'l' of type 'Lstm'; "
-        "line 8: layer 'l' (Lstm): unknown field 'lstm_param'; "
-        "line 9: layer 'l2' (Lstm): unknown field 'lstm_param'; "
-        "line 9: layer 'l2' of type 'Lstm'; "
+        "line 7: layer 'l' of type 'Frobnicate'; "
+        "line 8: layer 'l' (Frobnicate): unknown field 'frobnicate_param'; "
+        "line 9: layer 'l2' (Frobnicate): unknown field 'frobnicate_param'; "
+        "line 9: layer 'l2' of type 'Frobnicate'; "
         "line 10: layer 't' (ReLU): unknown field 'colour' "
         "(see caffe2py --list-layers, or --stub-unknown; --ignore-unknown-fields translates without the fields)"
     )
@@ -72,10 +72,10 @@ def test_stubbed_layers_keep_their_fields_and_the_others_are_listed(tmp_path):
         f"{path}:10: layer 't' (ReLU): unknown field 'colour' ignored",
     ]
     [(name, kind, params)] = translation.stubs
-    assert (name, kind) == ("LstmStub", "Lstm")
+    assert (name, kind) == ("FrobnicateStub", "Frobnicate")
     assert params.endswith(
-        "\nFields caffe2py does not know:\nlstm_param { num_output: 4 }"
-        "\nFields caffe2py does not know, of layer 'l2':\nlstm_param { num_output: 5 }"
+        "\nFields caffe2py does not know:\nfrobnicate_param { num_output: 4 }"
+        "\nFields caffe2py does not know, of layer 'l2':\nfrobnicate_param { num_output: 5 }"
     )
 
 
@@ -180,7 +180,8 @@ def test_a_v1_video_data_layer_becomes_an_input(tmp_path):
         'layers { name: "relu" type: RELU bottom: "data" top: "r" }\n',
     )
     source = translate_to_source(path, input_shapes={"data": (1, 3, 8, 8)})
-    assert 'keras.Input(shape=(8, 8, 3), name="data")' in source
+    assert "INPUT_SHAPE = (8, 8, 3)  # Caffe 1x3x8x8" in source
+    assert 'data = keras.Input(shape=input_shape, name="data")' in source
 
 
 PYTHON_NET = HEAD + textwrap.dedent(
