@@ -104,6 +104,7 @@ def test_mean_file_gives_preprocess(tmp_path):
     (tmp_path / "net.prototxt").write_text(NET)
     plain = caffe2py(str(tmp_path / "net.prototxt"))
     assert "def preprocess" not in plain.stdout
-    run = caffe2py(str(tmp_path / "net.prototxt"), "--mean", str(tmp_path / "mean.binaryproto"))
+    run = caffe2py(str(tmp_path / "net.prototxt"), "--mean", str(tmp_path / "mean.binaryproto"), "-o", str(tmp_path / "net.py"))
     assert run.returncode == 0, run.stderr
-    assert "def preprocess(" in run.stdout
+    assert "def preprocess(" in (tmp_path / "net.py").read_text()
+    assert (tmp_path / "mean.npy").is_file()

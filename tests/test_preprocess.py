@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +210,58 @@ def test_mean_with_other_channels_is_refused(tmp_path):
     proto = write_binaryproto(tmp_path / "m.binaryproto", np.zeros((1, 8, 8), np.float32), legacy=True)
     with pytest.raises(TranslationError, match="1 channels"):
         translate(tmp_path / "net.prototxt", mean=proto)
+
+
+def import_file(path: Path):
+    spec = importlib.util.spec_from_file_location(f"generated_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("given", ["--mean", "mean_file"])
+def test_cli_writes_the_mean_beside_the_module(tmp_path, monkeypatch, given):
+    nets, out, elsewhere = tmp_path / "nets", tmp_path / "out", tmp_path / "elsewhere"
+    for folder in (nets, out, elsewhere):
+        folder.mkdir()
+    rng = np.random.default_rng(21)
+    mean = rng.uniform(0, 255, (3, 8, 9)).astype(np.float32)
+    write_binaryproto(nets / "m.binaryproto", mean, legacy=given == "mean_file")
+    transform = 'crop_size: 5 scale: 0.5' + (' mean_file: "m.binaryproto"' if given == "mean_file" else "")
+    (nets / "net.prototxt").write_text(DATA_NET.format(transform=transform))
+    args = [str(nets / "net.prototxt"), *(["--mean", str(nets / "m.binaryproto")] if given == "--mean" else [])]
+
+    def caffe2py(*extra):
+        command = [sys.executable, "-m", "caffe2py", *args, *extra]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
+
+    # On stdout the module would have no folder to find its mean in: refused, nothing written.
+    refused = caffe2py()
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "-o MODULE.py" in refused.stderr and ("--mean" in refused.stderr) == (given == "--mean")
+    run = caffe2py("-o", str(out / "net.py"))
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["m.npy", "net.py"]
+    assert np.load(out / "m.npy", allow_pickle=False).dtype == np.float32
+    # Imported from another working directory, preprocess() still finds the mean beside the module.
+    monkeypatch.chdir(elsewhere)
+    module = import_file(out / "net.py")
+    images = rng.integers(0, 256, (2, 8, 9, 3), dtype=np.uint8)
+    want = caffe_batch(images, crop=5, scale=0.5, mean_image=mean)
+    np.testing.assert_array_equal(module.preprocess(images), want)
+    np.testing.assert_array_equal(module.preprocess(images[..., ::-1], bgr=True), want)
+
+
+def test_api_write_puts_the_mean_beside_the_module(tmp_path, monkeypatch):
+    from caffe2py.api import translate as api_translate
+
+    mean = np.random.default_rng(22).uniform(0, 255, (3, 6, 6)).astype(np.float32)
+    write_binaryproto(tmp_path / "mean.binaryproto", mean, legacy=False)
+    (tmp_path / "net.prototxt").write_text(DATA_NET.format(transform='mean_file: "mean.binaryproto"'))
+    (tmp_path / "models").mkdir()
+    net = api_translate(tmp_path / "net.prototxt", input_shape={"data": (1, 3, 6, 6)})
+    written = net.write(tmp_path / "models" / "net.py")
+    assert sorted(p.name for p in written.parent.iterdir()) == ["mean.npy", "net.py"]
+    monkeypatch.chdir(tmp_path)
+    images = np.random.default_rng(23).integers(0, 256, (1, 6, 6, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(import_file(written).preprocess(images), caffe_batch(images, mean_image=mean))

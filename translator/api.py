@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import rename_into_place, write_atomically
+from .files import discard, rename_into_place, write_atomically
 from .options import NOT_PER_NET
 
 if TYPE_CHECKING:
@@ -33,9 +33,24 @@ class TranslatedNet:
     """The translator's own record of the net (inputs, outputs, weights needed): not a stable interface."""
 
     def write(self, path: PathLike) -> Path:
-        """Write the module to ``path`` (replacing it whole, or not at all); returns the path."""
+        """Write the module to ``path`` (replacing it whole, or not at all); returns the path.
+
+        A module whose preprocess() subtracts a mean image also gets that image beside it, as the
+        ``.npy`` its ``MEAN_FILE`` names.
+        """
+        from .preprocess import mean_npy, mean_path
+
         target = Path(path)
-        rename_into_place([(write_atomically(target, self.source.encode("utf-8")), target)])
+        pending = [(write_atomically(target, self.source.encode("utf-8")), target)]
+        mean = mean_npy(self.translation)
+        if mean is not None:
+            beside = mean_path(self.translation, target)
+            try:
+                pending.append((write_atomically(beside, mean), beside))
+            except BaseException:
+                discard(pending)
+                raise
+        rename_into_place(pending)
         return target
 
     def convert_weights(

@@ -135,6 +135,7 @@ def run(argv: list[str] | None = None) -> int:
         p.error("several prototxts need --write or --check")
     if args.out_dir:
         p.error("--out-dir goes with --write or --check; use -o for a single module")
+    from .preprocess import mean_npy, mean_path
     from .render import render
 
     prototxt = args.prototxt[0]
@@ -145,10 +146,18 @@ def run(argv: list[str] | None = None) -> int:
     if args.weights and npz is None:
         raise TranslationError("--weights with the module on stdout needs --npz PATH for the weights")
     translation = _translate(options_for(prototxt), prototxt)
+    mean = mean_npy(translation)
+    if mean is not None and output is None:
+        # preprocess() loads the mean from the module's folder, which a module on stdout does not have.
+        what = f"--mean {args.mean}" if args.mean else f"the data layer's mean_file {translation.preprocess['mean_source']}"
+        raise TranslationError(f"{what}: the module's mean image is written beside it, so give -o MODULE.py (or --write)")
     npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
     source = render(translation, npz_name, workers=_workers()).encode("utf-8")
     pending: list[tuple[Path, Path]] = []
     try:
+        if mean is not None:
+            target = mean_path(translation, output)
+            pending.append((write_atomically(target, mean), target))
         if args.weights:
             from .weights import write_npz
 
@@ -179,6 +188,7 @@ def _workers() -> int:
 
 def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namespace]) -> int:
     """--write/--check: the contract of a pre-commit fixer (1 when anything changed, 2 on any error)."""
+    from .preprocess import mean_npy, mean_path
     from .render import render
 
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -193,21 +203,33 @@ def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namesp
     if out_dir is not None and args.write:
         out_dir.mkdir(parents=True, exist_ok=True)
     changed = failed = False
+    means: dict[Path, tuple[str, bytes]] = {}  # the mean .npy each written path gets, and from which prototxt
     workers = _workers()
     for source, module in jobs:
         try:
             # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
-            new = render(_translate(options_for(source), source), module.with_suffix(".npz").name, workers=workers).encode("utf-8")
-            old = module.read_bytes() if module.exists() else None
-            if new == old:
-                continue
-            changed = True
-            if args.check:
-                _print_diff(module, old, new)
-                print(f"would {'rewrite' if old is not None else 'write'} {module}", file=sys.stderr)
-            else:
-                rename_into_place([(write_atomically(module, new), module)])
-                print(f"{'rewrote' if old is not None else 'wrote'} {module}")
+            translation = _translate(options_for(source), source)
+            new = render(translation, module.with_suffix(".npz").name, workers=workers).encode("utf-8")
+            outputs = [(module, new)]
+            mean = mean_npy(translation)
+            if mean is not None:
+                target = mean_path(translation, module)
+                other = means.setdefault(target.resolve(), (source, mean))
+                if other[1] != mean:
+                    raise TranslationError(f"{other[0]} and {source} would both write {target}, with different means")
+                outputs.append((target, mean))
+            for path, data in outputs:
+                old = path.read_bytes() if path.exists() else None
+                if data == old:
+                    continue
+                changed = True
+                if args.check:
+                    if path == module:
+                        _print_diff(module, old, data)
+                    print(f"would {'rewrite' if old is not None else 'write'} {path}", file=sys.stderr)
+                else:
+                    rename_into_place([(write_atomically(path, data), path)])
+                    print(f"{'rewrote' if old is not None else 'wrote'} {path}")
         except (TranslationError, OSError) as exc:
             _report(exc)
             failed = True

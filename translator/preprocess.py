@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from . import schema
 from .errors import TranslationError
+from .files import rename_into_place, write_atomically
 from .ir import Translation
 from .normalize import Graph
 from .pysource import docstring_text, literal, string
@@ -127,18 +128,38 @@ def describe(graph: Graph, prototxt: str | Path, mean: str | Path | None = None)
     }
 
 
-def write_mean(translation: Translation, directory: str | Path) -> Path | None:
-    """Save the mean image the module's preprocess() loads (``MEAN_FILE``) into ``directory``.
-
-    Returns the file written, or None when the module needs none or the mean was not found.
-    """
+def mean_npy(translation: Translation) -> bytes | None:
+    """The .npy bytes of the mean image preprocess() loads (``MEAN_FILE``), or None when it needs none or it was not found."""
     info = translation.preprocess
     if not info or info["mean_image"] is None:
         return None
+    import io
+
     import numpy as np
 
-    path = Path(directory) / info["mean_file"]
-    np.save(path, info["mean_image"].astype("<f4"), allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, info["mean_image"].astype("<f4"), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def mean_path(translation: Translation, module: str | Path) -> Path | None:
+    """Where the module written to ``module`` expects its mean image: ``MEAN_FILE`` in the module's folder."""
+    info = translation.preprocess
+    if not info or info["mean_image"] is None:
+        return None
+    return Path(module).parent / info["mean_file"]
+
+
+def write_mean(translation: Translation, directory: str | Path) -> Path | None:
+    """Save the mean image preprocess() loads (``MEAN_FILE``) into ``directory``, whole or not at all.
+
+    Returns the file written, or None when the module needs none or the mean was not found.
+    """
+    data = mean_npy(translation)
+    if data is None:
+        return None
+    path = Path(directory) / translation.preprocess["mean_file"]
+    rename_into_place([(write_atomically(path, data), path)])
     return path
 
 
@@ -170,8 +191,10 @@ def present(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if info["mean_file"] and mean_image is None:
         notes.append(
             "That file was not found when this module was generated: regenerate the module with "
-            "caffe2py --mean PATH to write MEAN_FILE."
+            "caffe2py --mean PATH -o MODULE.py to write MEAN_FILE beside it."
         )
+    if info["mean_file"]:
+        notes.append("mean_file: the mean image's .npy; by default MEAN_FILE in this module's folder.")
     size = f"{crop[0]}, {crop[1]}" if crop else "H, W"
     returns = f"Returns float32 (N, {size}, {channels}), channels in Caffe's order, for the model of build_model()."
     lines: list[str] = []
