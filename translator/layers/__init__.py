@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (each family registers its emitters on import)
     activation,
     arith,
     conv,
+    ctc,
     deconv,
     dense,
     detection,
