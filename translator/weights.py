@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import math
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,8 +13,9 @@ from .caffemodel import read_caffemodel
 from .errors import TranslationError
 from .ir import BlobExpectation, Translation
 from .layout import FortranArray
+from .npzwriter import Entry, write_npz_entries
 
-_CHUNK = 1 << 22  # elements per streamed piece: bounded memory however large a blob is
+_CHUNK = 1 << 20  # elements per streamed piece: bounded memory however large a blob is
 
 
 def _fits(found: tuple[int, ...], legacy: bool, wanted: tuple[int, ...]) -> bool:
@@ -58,23 +59,43 @@ def _has_nonfinite(blob: np.ndarray) -> bool:
     return any(not np.isfinite(flat[i : i + _CHUNK]).all() for i in range(0, flat.size, _CHUNK))
 
 
-def _write_array(archive: zipfile.ZipFile, key: str, value: np.ndarray | FortranArray) -> None:
-    with archive.open(f"{key}.npy", "w", force_zip64=True) as out:
-        if isinstance(value, FortranArray):
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": True, "shape": value.shape}
-            np.lib.format.write_array_header_2_0(out, header)
-            step = max(1, _CHUNK // max(1, math.prod(value.view.shape[1:])))
-            for start in range(0, value.view.shape[0], step):
-                out.write(np.ascontiguousarray(value.view[start : start + step], dtype="<f4").data)
-        else:
-            # What np.save writes, without its copy of every chunk into a bytes object: a contiguous
-            # array (a bias, a transposed InnerProduct kernel) goes from the mapped file straight out.
-            array = np.asarray(value, dtype="<f4")
-            if not (array.flags.c_contiguous or array.flags.f_contiguous):
-                array = np.ascontiguousarray(array)
-            header = np.lib.format.header_data_from_array_1_0(array)
-            np.lib.format.write_array_header_1_0(out, header)
-            out.write((array.T if header["fortran_order"] else array).data)
+def _npy_entry(key: str, value: np.ndarray | FortranArray) -> Entry:
+    # The bytes np.save writes for the same array (a Fortran-ordered transposed kernel stays
+    # Fortran-ordered), made piece by piece so that no whole converted copy is ever held.
+    header = io.BytesIO()
+    if isinstance(value, FortranArray):
+        fields = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": True, "shape": value.shape}
+        np.lib.format.write_array_header_1_0(header, fields)
+        view = value.view
+        step = max(1, _CHUNK // max(1, math.prod(view.shape[1:])))
+
+        def pieces():
+            for start in range(0, view.shape[0], step):
+                yield np.ascontiguousarray(view[start : start + step], dtype="<f4").data
+
+        nbytes = 4 * math.prod(view.shape)
+    else:
+        array = np.asarray(value, dtype="<f4")
+        if not (array.flags.c_contiguous or array.flags.f_contiguous):
+            array = np.ascontiguousarray(array)
+        fields = np.lib.format.header_data_from_array_1_0(array)
+        np.lib.format.write_array_header_1_0(header, fields)
+        # A contiguous array (a bias, a transposed InnerProduct kernel) goes from the mapped file
+        # straight out, in pieces so that writing overlaps the CRC of the next one.
+        flat = (array.T if fields["fortran_order"] else array).reshape(-1)
+
+        def pieces():
+            for start in range(0, flat.size, _CHUNK):
+                yield flat[start : start + _CHUNK].data
+
+        nbytes = array.nbytes
+    head = header.getvalue()
+
+    def with_header():
+        yield head
+        yield from pieces()
+
+    return f"{key}.npy", len(head) + nbytes, with_header
 
 
 def write_npz(
@@ -95,9 +116,10 @@ def write_npz(
         if any(_has_nonfinite(b) for b in blobs):
             warn(f"{shown}: layer {expect.layer!r}: weights contain NaN or infinity")
         checked[expect.layer] = blobs
-    keys = []
-    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for spec in translation.weights:
-            _write_array(archive, spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
-            keys.append(spec.key)
-    return keys
+    # A generator, so the conversions (transposes, folds) run on the writer's worker thread.
+    entries = (
+        _npy_entry(spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
+        for spec in translation.weights
+    )
+    write_npz_entries(destination, entries)
+    return [spec.key for spec in translation.weights]

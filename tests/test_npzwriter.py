@@ -1,0 +1,97 @@
+"""The .npz that --weights writes: a standard stored zip whose members are np.save's bytes, errors on either thread."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2py
+from caffe2py.npzwriter import write_npz_entries
+from tests.refnet import caffemodel_bytes
+
+# fc1 follows a convolution (its rows are permuted to Keras' H,W,C flattening), fc2 an InnerProduct
+# (its kernel is the caffemodel's matrix transposed, written Fortran-ordered from the map); fc2 is
+# over a million floats, so it goes out in several pieces.
+NET = """name: "pieces"
+input: "data" input_shape { dim: 1 dim: 2 dim: 5 dim: 4 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
+layer { name: "fc1" type: "InnerProduct" bottom: "conv" top: "fc1" inner_product_param { num_output: 1100 } }
+layer { name: "fc\u00e9" type: "InnerProduct" bottom: "fc1" top: "fc2" inner_product_param { num_output: 1001 } }
+"""
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def test_members_are_np_save_bytes_in_a_stored_zip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    conv = [rng.normal(size=(3, 2, 3, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+    fc1 = [rng.normal(size=(1100, 3 * 5 * 4)).astype(np.float32), rng.normal(size=1100).astype(np.float32)]
+    fc2 = [rng.normal(size=(1001, 1100)).astype(np.float32), rng.normal(size=1001).astype(np.float32)]
+    net = tmp_path / "pieces.prototxt"
+    net.write_text(NET, encoding="utf-8")
+    model = tmp_path / "pieces.caffemodel"
+    model.write_bytes(
+        caffemodel_bytes([("conv", "Convolution", conv), ("fc1", "InnerProduct", fc1), ("fc\u00e9", "InnerProduct", fc2)])
+    )
+    npz = tmp_path / "pieces.npz"
+    keys = caffe2py.convert_weights(net, model, npz)
+    # Restated from Caffe's layouts: Keras kernels (kh, kw, in, out), an InnerProduct after a
+    # convolution reading the input flattened H,W,C instead of C,H,W. InnerProduct kernels are
+    # stored Fortran-ordered (the caffemodel's rows are their columns), as np.save stores such arrays.
+    expected = {
+        "conv/kernel": conv[0].transpose(2, 3, 1, 0),
+        "conv/bias": conv[1],
+        "fc1/kernel": np.asfortranarray(fc1[0].reshape(1100, 3, 5, 4).transpose(2, 3, 1, 0).reshape(60, 1100)),
+        "fc1/bias": fc1[1],
+        "fce/kernel": fc2[0].T,  # keys are ASCII identifiers made from the layer names
+        "fce/bias": fc2[1],
+    }
+    assert sorted(keys) == sorted(expected)
+    with zipfile.ZipFile(npz) as archive:
+        assert archive.testzip() is None  # every CRC-32 matches
+        infos = archive.infolist()
+        assert [i.filename for i in infos] == [f"{k}.npy" for k in keys]
+        assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
+        for key in keys:
+            assert archive.read(f"{key}.npy") == _npy(expected[key]), key
+    with np.load(npz, allow_pickle=False) as arrays:
+        for key, value in expected.items():
+            np.testing.assert_array_equal(arrays[key], value)
+    if shutil.which("unzip"):
+        subprocess.run(["unzip", "-tqq", str(npz)], check=True)
+
+
+def _entry(name: str, pieces: list[bytes], announced: int | None = None):
+    def make():
+        for piece in pieces:
+            if isinstance(piece, Exception):
+                raise piece
+            yield piece
+
+    return name, sum(len(p) for p in pieces if isinstance(p, bytes)) if announced is None else announced, make
+
+
+def test_errors_on_either_thread_reach_the_caller(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    # Raised while making the pieces (the worker thread).
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        write_npz_entries(out, [_entry("a.npy", [b"x" * 10, RuntimeError("conversion failed")])])
+    # Raised while writing (the calling thread), with the worker still holding many pieces to give.
+    many = [b"y" * 1000] * 200
+    with pytest.raises(ValueError, match="200000 bytes written, 5 announced"):
+        write_npz_entries(out, [_entry("b.npy", many, announced=5), _entry("c.npy", many)])
+    write_npz_entries(out, [_entry("d.npy", [b"ab", b"cd"]), _entry("\u00e9.npy", [])])
+    with zipfile.ZipFile(out) as archive:
+        assert archive.testzip() is None
+        assert [(i.filename, archive.read(i)) for i in archive.infolist()] == [("d.npy", b"abcd"), ("\u00e9.npy", b"")]
