@@ -1,13 +1,16 @@
 """Weight conversion of VGG16 (~550 MB caffemodel) by the CLI against a plain copy of the file: time and peak RSS.
 
-usage: python benchmarks/bench_weights.py [--repeat N] [--workdir DIR] [--no-reader]
+usage: python benchmarks/bench_weights.py [--repeat N] [--workdir DIR] [--no-reader] [--baseline DIR]
 
 The caffemodel is the random-weights VGG16 of ../shared/oracle/cases/vgg16, made with
 ../shared/oracle/make_case.py in --workdir (kept there, so a second run skips it) or in a
 temporary directory. Every measurement is one child process whose peak RSS comes from wait4, so it
 is that child's alone; `sync` runs before each so that writing back the previous run's output does
 not land in the next one. The caffemodel is in the page cache throughout: this measures CPU and
-memory, not the disk. Then benchmarks/bench_caffemodel_read.py gives the reader's own numbers.
+memory, not the disk. Runs are interleaved (one of each method per round). With --baseline DIR (another
+revision's package as DIR/caffe2py with DIR/templates beside it: `git archive REV translator templates |
+tar -x -C DIR && mv DIR/translator DIR/caffe2py`), that revision converts too, in the same rounds.
+Then benchmarks/bench_caffemodel_read.py gives the reader's own numbers.
 """
 
 from __future__ import annotations
@@ -19,19 +22,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from machine import CORPUS, describe, load, make_case, median, run_measured
+from machine import CORPUS, ROOT, describe, load, make_case, median, run_measured
 
 PROTOTXT = CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 MB = 1e6
 
 
-def _methods(caffemodel: Path, out: Path) -> dict[str, list[str]]:
+def _methods(caffemodel: Path, out: Path, baseline: Path | None) -> dict[str, tuple[list[str], Path]]:
     translate = [sys.executable, "-m", "caffe2py", str(PROTOTXT)]
-    return {
-        "`cp` (plain file copy)": ["cp", str(caffemodel), str(out / "copy.caffemodel")],
-        "`caffe2py NET -o out.py` (no weights)": [*translate, "-o", str(out / "plain.py")],
-        "`caffe2py NET --weights CAFFEMODEL -o out.py`": [*translate, "--weights", str(caffemodel), "-o", str(out / "vgg16.py")],
+    convert = [*translate, "--weights", str(caffemodel), "-o", str(out / "vgg16.py")]
+    methods = {
+        "`cp` (plain file copy)": (["cp", str(caffemodel), str(out / "copy.caffemodel")], ROOT),
+        "`caffe2py NET -o out.py` (no weights)": ([*translate, "-o", str(out / "plain.py")], ROOT),
     }
+    if baseline:
+        methods[f"baseline {baseline}: `caffe2py NET --weights CAFFEMODEL -o out.py`"] = (convert, baseline)
+    methods["`caffe2py NET --weights CAFFEMODEL -o out.py`"] = (convert, ROOT)
+    return methods
 
 
 def _clean(out: Path) -> None:
@@ -40,7 +47,7 @@ def _clean(out: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def _report(caffemodel: Path, repeat: int, reader: bool) -> None:
+def _report(caffemodel: Path, repeat: int, reader: bool, baseline: Path | None) -> None:
     import numpy
 
     size = caffemodel.stat().st_size
@@ -53,29 +60,28 @@ def _report(caffemodel: Path, repeat: int, reader: bool) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench_weights_out_") as directory:
         out = Path(directory)
-        results = {}
-        for label, argv in _methods(caffemodel, out).items():
-            runs = []
-            for _ in range(repeat):
+        methods = _methods(caffemodel, out, baseline)
+        runs: dict[str, list] = {label: [] for label in methods}
+        for _ in range(repeat):
+            for label, (argv, root) in methods.items():
                 _clean(out)
-                run = run_measured(argv)
+                run = run_measured(argv, root=root)
                 if run.code != 0:
                     sys.exit(f"{' '.join(argv)} failed with exit code {run.code}")
-                runs.append(run)
-            results[label] = r = {
-                "wall": median([x.wall for x in runs]),
-                "cpu": median([x.cpu for x in runs]),
-                "rss": max(x.peak_rss for x in runs),
-            }
-            copy = next(iter(results.values()))["wall"]
+                runs[label].append(run)
+        results = {
+            label: {"wall": median([x.wall for x in r]), "cpu": median([x.cpu for x in r]), "rss": max(x.peak_rss for x in r)}
+            for label, r in runs.items()
+        }
+        copy = next(iter(results.values()))["wall"]
+        for label, r in results.items():
             print(
                 f"| {label} | {r['wall']:.2f} | {r['cpu']:.2f} | {size / MB / r['wall']:,.0f} | {r['rss'] / MB:,.0f} |"
-                f" {r['rss'] / size:.2f} | {r['wall'] / copy:.1f}x |",
-                flush=True,
+                f" {r['rss'] / size:.2f} | {r['wall'] / copy:.1f}x |"
             )
         npz = out / "vgg16.npz"
         npz_size = npz.stat().st_size if npz.exists() else 0
-    copy, plain, full = (r["wall"] for r in results.values())
+    copy, plain, full = (results[label]["wall"] for label in list(results)[:2] + list(results)[-1:])
     print(
         f"\nThe weights alone (full minus no-weights run): {full - plain:.2f} s, {size / MB / (full - plain):,.0f} MB/s,"
         f" {(full - plain) / copy:.1f}x the copy. The .npz written: {npz_size / MB:.0f} MB."
@@ -93,13 +99,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="where the VGG16 caffemodel is made (and kept)")
     parser.add_argument("--no-reader", action="store_true", help="skip bench_caffemodel_read.py")
+    parser.add_argument("--baseline", type=Path, help="another revision's package, as DIR/caffe2py, to compare with")
     args = parser.parse_args(argv)
+    baseline = args.baseline.resolve() if args.baseline else None
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
-        _report(make_case("vgg16", args.workdir), args.repeat, not args.no_reader)
+        _report(make_case("vgg16", args.workdir), args.repeat, not args.no_reader, baseline)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench_weights_") as directory:
-        _report(make_case("vgg16", Path(directory)), args.repeat, not args.no_reader)
+        _report(make_case("vgg16", Path(directory)), args.repeat, not args.no_reader, baseline)
     return 0
 
 
