@@ -21,7 +21,7 @@ from caffe2py import pysource, render, schema
 from caffe2py.convert import translate
 from caffe2py.emit import Options
 from caffe2py.layers import REGISTRY
-from caffe2py.normalize import DATA_TYPES
+from caffe2py.normalize import DATA_TYPES, DROPPED
 from caffe2py.parse import ParsedNet
 from tests.refnet import random_blobs
 
@@ -132,8 +132,8 @@ NASTY = [
     "x" * 300,
 ]
 
-# Caffe types the translator handles specially even without an emitter.
-_SPECIAL_TYPES = DATA_TYPES | {"Input", "Silence", "Accuracy"}
+# Types the translator drops or treats specially (Hypothesis also draws string literals from the package).
+_SPECIAL_TYPES = DATA_TYPES | set(DROPPED) | {"Input", "Silence", "Accuracy"}
 
 
 def _is_unknown_type(kind: str) -> bool:
