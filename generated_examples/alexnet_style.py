@@ -17,8 +17,9 @@ INPUT_SHAPE = (67, 67, 3)  # Caffe 1x3x67x67
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of alexnet_style.
 
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    input_shape: (height, width, channels) of the input. Any size that gives the
+    layers whose weights fix their input (InnerProduct, ...) the input they have at INPUT_SHAPE;
+    another raises ValueError naming the layer (translate with --input-shape, or --fully-conv).
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")
@@ -29,6 +30,8 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     x = grouped_conv(x, 2, 64, 3, padding="same", name="conv2")
     x = layers.ReLU(name="relu2")(x)
     x = CaffePooling2D("max", 3, strides=2, name="pool2")(x)
+    # Caffe's weights or fixed dims bind the next layer to this shape: another input size stops here
+    x = _fixed_size(x, (7, 7, 64), input_shape, layer="fc6")
     x = layers.Flatten(name="fc6_flatten")(x)
     x = layers.Dense(128, name="fc6")(x)
     x = layers.ReLU(name="relu6")(x)
@@ -40,6 +43,17 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
         return model
     picked = [model.get_layer(BLOBS[blob][0]).output for blob in outputs]
     return keras.Model(model.input, picked, name="alexnet_style")
+
+
+def _fixed_size(x, shape, requested, layer):
+    """Stop where a layer that Caffe binds to one input size would read another."""
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"input shape {requested}: Caffe layer {layer!r} needs an input of shape {shape} (as at"
+            f" INPUT_SHAPE), not {tuple(x.shape[1:])}; translate the prototxt with --input-shape"
+            " for this size, or with --fully-conv"
+        )
+    return x
 
 
 # The Caffe axis that each Keras axis of a channels-last 4-D tensor holds.

@@ -17,8 +17,8 @@ INPUT_SHAPE = (28, 28, 192)  # Caffe 1x192x28x28
 def build_model(input_shape=INPUT_SHAPE, outputs=None):
     """Build the Keras model of inception_block.
 
-    input_shape: (height, width, channels) of the input. The layers compute what Caffe
-    computes at INPUT_SHAPE; for another size, translate with --input-shape (or --fully-conv).
+    input_shape: (height, width, channels) of the input; any size Caffe can run
+    the net at, or None for height and width.
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
     """
     data = keras.Input(shape=input_shape, name="data")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from caffe2py.convert import translate, translate_to_source
 from caffe2py.errors import TranslationError
+from caffe2py.ir import Statement
+from caffe2py.pysource import GUARD
 from caffe2py.render import present
 from tests.refnet import load_module
 from tests.test_corpus import CORPUS, NETS, OPTIONS, REFUSED
@@ -43,8 +47,15 @@ def _build(module, shapes):
 
 
 def _code(translation):
-    """What build_model() runs: the helper classes, its statements and block functions, the input size aside."""
-    fields = present(translation, "net.npz")
+    """What build_model() runs: the helper classes, its statements and block functions, the input size aside.
+
+    A size guard names the shape its layer reads at the translated size: only where it stands counts.
+    """
+    statements = [
+        dataclasses.replace(s, args=s.args[1:]) if isinstance(s, Statement) and s.callee == GUARD else s
+        for s in translation.statements
+    ]
+    fields = present(dataclasses.replace(translation, statements=statements), "net.npz")
     return translation.helpers, fields["body"], fields["blocks"]
 
 
@@ -103,3 +114,24 @@ def test_other_input_sizes(net):
         checked += 1
     if not checked:
         pytest.skip("Caffe runs this net at none of the other sizes tried")
+
+
+def test_size_bound_layers_are_guarded():
+    """At a size that changes what an InnerProduct or a literal Reshape reads, build_model names the layer;
+    a net with no such layer builds at (None, None, C)."""
+    import keras
+
+    alexnet = load_module(translate_to_source(CORPUS / "bvlc_alexnet/deploy.prototxt"))
+    with pytest.raises(ValueError, match=r"input shape \(255, 255, 3\): Caffe layer 'fc6' needs an input of shape \(6, 6, 256\)"):
+        alexnet.build_model(input_shape=(255, 255, 3))
+    assert alexnet.build_model(input_shape=(228, 228, 3)).output.shape == (None, 1000)  # fc6 still reads 6x6
+    tsm = load_module(translate_to_source(CORPUS / "tsm/TSM.prototxt", **OPTIONS.get("tsm/TSM.prototxt", {})))
+    wider = (tsm.INPUT_SHAPE[0], tsm.INPUT_SHAPE[1] + 32, tsm.INPUT_SHAPE[2])
+    with pytest.raises(ValueError, match=r"Caffe layer 'view2'"):  # a Reshape with the sizes written out
+        tsm.build_model(input_shape=wider)
+    det1 = load_module(translate_to_source(CORPUS / "mtcnn/det1.prototxt"))
+    assert "_fixed_size" not in vars(det1)
+    model = det1.build_model(input_shape=(None, None, 3))
+    assert [tuple(o.shape[1:3]) for o in model.outputs] == [(None, None)] * len(model.outputs)
+    assert model.predict(np.zeros((1, 31, 12, 3), "float32"), verbose=0)[0].shape[1:3] == (11, 1)
+    keras.backend.clear_session()

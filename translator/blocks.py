@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .ir import Statement
-from .pysource import CHAIN, Code, Names, SliceLambda, Source, Template
+from .pysource import CHAIN, GUARD, Code, Names, SliceLambda, Source, Template
 
 MAX_LENGTH = 64  # statements in one unit
 MAX_INPUTS = 4  # tensors a unit reads from outside
@@ -65,7 +65,7 @@ class _Item:
 
 
 def statement_name(s: Statement) -> str:
-    return next(v for k, v in s.kwargs if k == "name")
+    return next((v for k, v in s.kwargs if k == "name"), "")  # a size guard names no Keras layer
 
 
 def call_of(block: Block, inputs: Sequence[str], values: Sequence[object], part: object, targets: Sequence[str]):
@@ -115,6 +115,8 @@ def _defaults(s: Statement) -> dict:
 
 def _local_sig(item: _Item) -> tuple:
     s = item.stmt
+    if s.callee == GUARD:  # it reads build_model()'s input_shape: never inside a block function
+        return (GUARD, id(s))
     defaults = _defaults(s)
     args = tuple(repr(a) if _fixed(a) else type(a).__name__ for a in s.args)
     kwargs = tuple(

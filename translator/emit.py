@@ -24,7 +24,7 @@ from .layers.stub import stub
 from .normalize import Graph
 from .options import Options
 from .parse import UnknownField
-from .pysource import KERAS_NAME_BAD, MODULE_NAMES, Names
+from .pysource import GUARD, KERAS_NAME_BAD, MODULE_NAMES, Names, Source
 from .render import helper_names
 
 if TYPE_CHECKING:  # translating without weights never loads numpy
@@ -48,6 +48,7 @@ class Emitter:
         self._layout_cache: dict[tuple[Tensor, Layout], Tensor] = {}
         self.absorbed: dict[int, str] = {}  # node index -> the layer it was fused into
         self.hidden: set[str] = set()  # blobs whose own value a fusion removed
+        self.size_free: set[Tensor] = set()  # values whose shape is the same at every input size
         self.stub_fields: dict[str, list[str]] = {}  # stubbed layer -> its unknown fields, as written
         self.sources: dict[str, str] = {}  # layer -> the caffemodel layer it takes its blobs from
         self.consumers: dict[tuple[str, int], list[int]] = {}
@@ -188,6 +189,7 @@ class EmitContext:
         self._lines: list[str] = []
         self._named = False
         self._fold: tuple[tuple[str, ...], Callable] | None = None
+        self._outputs_size_free = bool(self.inputs) and all(t in emitter.size_free for t in self.inputs)
 
     # -- inputs and errors ------------------------------------------------------------------------
     @property
@@ -292,6 +294,21 @@ class EmitContext:
         self._lines.append(f"{callee.split('.')[-1]} {layer_name!r}")
         return target, layer_name
 
+    def fixed_size(self, tensor: Tensor) -> None:
+        """The next statement needs ``tensor`` at the shape it has at the translated input size."""
+        shape = tuple(tensor.keras_shape[1:])
+        if tensor in self._e.size_free or None in shape:
+            return
+        requested = Source("input_shape" if len(self._e.graph.inputs) == 1 else "input_shapes")
+        note = "Caffe's weights or fixed dims bind the next layer to this shape: another input size stops here"
+        guard = Statement(tensor.var, GUARD, (shape, requested), (("layer", self.node.name),), (tensor.var,), False, note, True)
+        self._e.out.statements.append(guard)
+        self._lines.append("size-bound")
+
+    def size_free(self) -> None:
+        """This layer's outputs have the same shape at every input size (Dense, global pooling)."""
+        self._outputs_size_free = True
+
     def stub(self, class_name: str, caffe_type: str, params: str, takes_param_str: bool = False) -> str:
         """Ask for a stub class for an untranslated type; returns its name for use as a callee.
 
@@ -331,6 +348,8 @@ class EmitContext:
         layout = channels_last(len(shape)) if layout is None else layout
         tensor = Tensor(blob, tuple(shape), tuple(layout), var, producer, flat_of)
         self._e.values[self.node.tops[i]] = tensor
+        if self._outputs_size_free:
+            self._e.size_free.add(tensor)
         return tensor
 
     def alias(self, i: int, tensor: Tensor) -> None:
@@ -377,12 +396,16 @@ class EmitContext:
                 self.comment(f"Caffe axes {list(layout)} in Keras order for {self.node.name!r}")
                 self.call("layers.Permute", tuple(dims[1:]), inputs=source, target=var, name=name)
                 source = Tensor(source.blob, source.shape, layout, var, name)
+            if tensor in self._e.size_free:
+                self._e.size_free.add(source)
             self._e._layout_cache[key] = source
         return self._e._layout_cache[key]
 
     def _unflatten_to_caffe_order(self, tensor: Tensor) -> Tensor:
         shape, layout = tensor.flat_of
         keras_dims = tuple(shape[a] for a in layout[1:])
+        if None not in keras_dims:  # the sizes it restores are those of the translated input
+            self.fixed_size(tensor)
         var = self._e.vars.new(f"{tensor.var}_unflat")
         name = self._e.keras_names.new(f"{tensor.producer}_unflatten")
         self.comment("Caffe flattens C,H,W and Keras H,W,C: restore Caffe's element order")

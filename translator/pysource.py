@@ -30,11 +30,11 @@ class Code:
 
 
 class SliceLambda:
-    """``lambda t: t[..., start:stop]`` on one Keras axis; bounds are literal ints."""
+    """``lambda t: t[..., start:stop]`` on one Keras axis; bounds are literal ints (stop None: to the end)."""
 
     __slots__ = ("axis", "rank", "start", "stop")
 
-    def __init__(self, axis: int, rank: int, start: int, stop: int) -> None:
+    def __init__(self, axis: int, rank: int, start: int, stop: int | None) -> None:
         self.axis, self.rank, self.start, self.stop = axis, rank, start, stop
 
 
@@ -47,7 +47,7 @@ def literal(value: object) -> Source:
     if isinstance(value, Template):
         return fstring(*value.pieces)
     if isinstance(value, SliceLambda):
-        bounds = f"{value.start}:{value.stop}"
+        bounds = f"{value.start}:{'' if value.stop is None else value.stop}"
         lead = "..., " if value.axis == value.rank - 1 else ":, " * value.axis
         return Source(f"lambda t: t[{lead}{bounds}]")
     if value is None or isinstance(value, bool):
@@ -213,10 +213,12 @@ CHAIN = "x"
 NHWC = "NHWC"
 
 # Names the generated module defines or imports at top level, plus builtins it relies on.
+# build_model()'s check before a layer bound to the translated input size (templates/module.py.jinja).
+GUARD = "_fixed_size"
 MODULE_NAMES = frozenset(
     {CHAIN, NHWC, "keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
      "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "FROZEN", "_freeze", "MULTIPLIERS", "compile_model", "schedule", "optimizer",
-     "_layers_with_weights", "_pair", "_name", "_i", "int", "float", "tuple", "list", "dict", "len", "range", "print",
+     "_layers_with_weights", GUARD, "_pair", "_name", "_i", "int", "float", "tuple", "list", "dict", "len", "range", "print",
      "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}
 )
 

@@ -19,6 +19,7 @@ from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
 from .pysource import (
     CHAIN,
+    GUARD,
     KERAS_NAME_BAD,
     MODULE_NAMES,
     NHWC,
@@ -126,12 +127,19 @@ def _shape_doc(t: Translation) -> str:
     )
     if any(d is None for i in t.inputs for d in i.shape[2:]):
         return f"{what}; height and width may be None (any size)."
-    # Caffe sizes pooling windows, crops and flattened lengths from the input: the layers are Caffe's at this size.
+    if not _guarded(t):
+        return f"{what}; any size Caffe can run\n    the net at, or None for height and width."
+    # Caffe sizes InnerProduct weights and fixed reshapes from the input: those layers are Caffe's only at that size.
     constant = "INPUT_SHAPE" if single else "INPUT_SHAPES"
     return (
-        f"{what}. The layers compute what Caffe\n"
-        f"    computes at {constant}; for another size, translate with --input-shape (or --fully-conv)."
+        f"{what}. Any size that gives the\n"
+        f"    layers whose weights fix their input (InnerProduct, ...) the input they have at {constant};\n"
+        "    another raises ValueError naming the layer (translate with --input-shape, or --fully-conv)."
     )
+
+
+def _guarded(t: Translation) -> bool:
+    return any(isinstance(s, Statement) and s.callee == GUARD for s in t.statements)
 
 
 def _lines(statements: list[Statement | str], kept: set[str]) -> list[Source]:
@@ -394,6 +402,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         else None,
         "shape_param": Source("input_shape=INPUT_SHAPE" if single else "input_shapes=INPUT_SHAPES"),
         "shape_doc": Source(_shape_doc(t)),
+        "guarded": _guarded(t),
         "body": body,
         "blocks": [_block(b) for b in reversed(blocks)],
         "fused": Source(FUSED) if _fuses(statements) else None,

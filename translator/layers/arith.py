@@ -151,6 +151,8 @@ def _broadcast_operand(ctx: LayerContext, axis: int) -> tuple[Tensor, Tensor]:
     sizes = tuple(x.shape[a] if a < other.rank else 1 for a in x.layout[1:])
     if any(s is None for s in sizes):
         raise ctx.error("broadcasting a second bottom needs fixed sizes on the axes it spans")
+    if other.rank > 2:  # the sizes of its spatial axes are the translated input's
+        ctx.fixed_size(other)
     ctx.comment(f"{other.blob} shaped to broadcast over {x.blob} as Caffe does")
     var, name = ctx.call(
         "layers.Reshape", sizes, inputs=other, target=ctx.new_var(f"{other.var}_b"), name=ctx.derived_name("broadcast")

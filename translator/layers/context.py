@@ -145,6 +145,18 @@ class LayerContext(Protocol):
         """
         ...
 
+    def fixed_size(self, tensor: Tensor) -> None:
+        """The next call needs ``tensor`` at its translated shape (weights or fixed dims bind it).
+
+        build_model() checks it there and names the layer when another input size changes it;
+        nothing is recorded for a value whose shape holds at every input size.
+        """
+        ...
+
+    def size_free(self) -> None:
+        """This layer's outputs have the same shape at every input size (Dense, global pooling)."""
+        ...
+
     # -- results --------------------------------------------------------------------------------
     def output(
         self,

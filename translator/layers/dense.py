@@ -41,6 +41,9 @@ def inner_product(ctx: LayerContext) -> None:
     inputs = math.prod(dims)
     outputs = p.num_output
     ctx.expect_blobs((inputs, outputs) if p.transpose else (outputs, inputs), *([(outputs,)] if p.bias_term else []))
+    # The weights fix the length Dense reads: Caffe runs this layer only where the input keeps its size.
+    ctx.fixed_size(x)
+    ctx.size_free()
     # A BatchNorm normalizes Caffe axis 1: the outputs only when Caffe's axis is 1.
     folded = fold_following(ctx, outputs, 1 if p.transpose else 0) if axis == 1 else None
     src = x

@@ -75,6 +75,16 @@ def _emit_reshape(
         x = ctx.in_layout(x, identity(x.rank))
         new_layout = identity(len(shape))
     dims = [shape[a] for a in new_layout]
+    # The layout and the dims were found at the translated size; they hold at every size only for a
+    # flatten in Caffe's order, or a reshape that keeps Caffe's own -1 (below).
+    generic = (len(shape) == 2 and shape[0] == x.shape[0] and x.in_caffe_order) or (
+        inferred
+        and x.in_caffe_order
+        and new_layout == identity(len(shape))
+        and literal | {0, inferred} >= set(range(len(shape)))
+    )
+    if not generic:
+        ctx.fixed_size(x)
     if shape[0] != x.shape[0]:
         # Caffe's batch is one more axis; Keras' Reshape cannot touch it. The batch is what is left.
         if None in dims[1:]:
@@ -84,12 +94,7 @@ def _emit_reshape(
     elif len(shape) == 2:
         target, producer = ctx.call("layers.Flatten", inputs=x)
     else:
-        if (
-            inferred  # neither None nor the batch axis
-            and x.in_caffe_order
-            and new_layout == identity(len(shape))
-            and literal | {0, inferred} >= set(range(len(shape)))
-        ):
+        if generic and inferred:  # neither None nor the batch axis
             dims[inferred] = None
         if dims[1:].count(None) > 1:
             raise ctx.error(f"cannot reshape to {list(shape)} with more than one free size (fix the input size)")
@@ -221,14 +226,18 @@ def slice_(ctx: LayerContext) -> None:
         return
     if x.flat_of is not None:
         x = ctx.in_layout(x, x.layout)
+    if not p.slice_point and axis >= 2:  # equal parts of a spatial axis: of its translated size
+        ctx.fixed_size(x)
     k = x.keras_axis(axis)
-    for i, (start, stop) in enumerate(zip([0, *points], [*points, size])):
+    # The last part of a spatial axis runs to its end, whatever the input size makes it.
+    for i, (start, stop) in enumerate(zip([0, *points], [*points, None if axis >= 2 else size])):
         name = ctx.keras_name if i == 0 else ctx.derived_name(str(i))
         target, producer = ctx.call(
             "layers.Lambda", SliceLambda(k, x.rank, start, stop), inputs=x, target=ctx.top_var(i), name=name
         )
         shape = list(x.shape)
-        shape[axis] = None if stop is None else stop - start
+        end = size if stop is None else stop
+        shape[axis] = None if end is None else end - start
         ctx.output(i, target, producer, tuple(shape), x.layout)
 
 
