@@ -109,3 +109,16 @@ def assert_close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-4) -> None:
     scale = max(float(np.abs(want).max()), 1e-6)
     error = float(np.abs(got - want).max()) / scale
     assert error <= rtol, f"relative error {error:.2e} > {rtol:g}"
+
+
+def oracle_case(cases: Path, name: str, work: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Reference case ``name``: its case.json and input, its weights written to work/net.caffemodel."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_case", cases.parent / "make_case.py")
+    make_case = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_case)
+    case = json.loads((cases / name / "case.json").read_text())
+    caffemodel, inputs = make_case.build(case, cases)
+    (work / "net.caffemodel").write_bytes(caffemodel)
+    return case, inputs

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import tempfile
 from pathlib import Path
 
@@ -15,7 +13,15 @@ from caffe2py.emit import Options
 from caffe2py.errors import TranslationError
 from caffe2py.render import render
 from caffe2py.weights import write_npz
-from tests.refnet import assert_close, caffemodel_bytes, keras_forward, load_module, opencv_forward, to_caffe
+from tests.refnet import (
+    assert_close,
+    caffemodel_bytes,
+    keras_forward,
+    load_module,
+    opencv_forward,
+    oracle_case,
+    to_caffe,
+)
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 is the independent Caffe runtime")
 
@@ -128,13 +134,7 @@ def test_flatten_before_inner_product_is_refused_with_a_fix(tmp_path):
 @pytest.mark.skipif(not CASES.is_dir(), reason=f"{CASES} (BVLC Caffe reference outputs) is not present")
 def test_caffenet_net_surgery_matches_caffe(tmp_path):
     """Caffe's net surgery example: CaffeNet made fully convolutional gives 8x8 maps on a 451x451 input."""
-    spec = importlib.util.spec_from_file_location("make_case", SHARED / "oracle" / "make_case.py")
-    make_case = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_case)
-    case = json.loads((CASES / "caffenet_surgery" / "case.json").read_text())
-    caffemodel, inputs = make_case.build(case, CASES)  # weights of case bvlc_reference_caffenet
-    (tmp_path / "net.caffemodel").write_bytes(caffemodel)
-    del caffemodel
+    case, inputs = oracle_case(CASES, "caffenet_surgery", tmp_path)  # weights of case bvlc_reference_caffenet
     prototxt = SHARED / case["prototxt"]
     translation = translate(prototxt, options=Options(fully_conv=True))
     module = load_module(render(translation, "net.npz"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from caffe2py.errors import TranslationError
 from caffe2py.options import Options
 from caffe2py.render import render
 from caffe2py.weights import write_npz
-from tests.refnet import assert_close, caffemodel_bytes, load_module, to_caffe
+from tests.refnet import assert_close, caffemodel_bytes, load_module, oracle_case, to_caffe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CASES = SHARED / "oracle" / "cases"
@@ -72,13 +70,7 @@ def test_rename_errors(tmp_path, capsys):
 @pytest.mark.skipif(not CASES.is_dir(), reason=f"{CASES} (BVLC Caffe reference outputs) is not present")
 def test_caffe_surgery_prototxt_with_caffenet_weights_matches_caffe(tmp_path):
     """Caffe's own surgered prototxt (fc6-conv, ...) with the original CaffeNet caffemodel."""
-    spec = importlib.util.spec_from_file_location("make_case", SHARED / "oracle" / "make_case.py")
-    make_case = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_case)
-    case = json.loads((CASES / "caffenet_surgery" / "case.json").read_text())
-    caffemodel, inputs = make_case.build(case, CASES)  # weights of case bvlc_reference_caffenet
-    (tmp_path / "net.caffemodel").write_bytes(caffemodel)
-    del caffemodel
+    case, inputs = oracle_case(CASES, "caffenet_surgery", tmp_path)  # weights of case bvlc_reference_caffenet
     rename = tuple((f"fc{i}", f"fc{i}-conv") for i in (6, 7, 8))
     translation = translate(SHARED / case["fully_conv_reference"], options=Options(rename=rename))
     module = load_module(render(translation, "net.npz"))
