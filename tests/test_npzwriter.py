@@ -1,4 +1,4 @@
-"""The .npz that --weights writes: a standard stored zip whose members are np.save's bytes, errors on either thread."""
+"""The .npz that --weights writes: a standard stored zip whose members are np.save's bytes; errors reach the caller."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import caffe2py
-from caffe2py.npzwriter import write_npz_entries
+from caffe2py.npzwriter import write_npz_members
 from tests.refnet import caffemodel_bytes
 
 # fc1 follows a convolution (its rows are permuted to Keras' H,W,C flattening), fc2 an InnerProduct
@@ -72,26 +72,47 @@ def test_members_are_np_save_bytes_in_a_stored_zip(tmp_path: Path) -> None:
         subprocess.run(["unzip", "-tqq", str(npz)], check=True)
 
 
-def _entry(name: str, pieces: list[bytes], announced: int | None = None):
-    def make():
-        for piece in pieces:
-            if isinstance(piece, Exception):
-                raise piece
-            yield piece
+def _members(*members: tuple[str, np.ndarray] | Exception):
+    """Members as weights.py gives them: a generator, so a failing conversion raises in the middle of writing."""
+    for member in members:
+        if isinstance(member, Exception):
+            raise member
+        name, array = member
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+        yield name, header.getvalue(), array
 
-    return name, sum(len(p) for p in pieces if isinstance(p, bytes)) if announced is None else announced, make
 
-
-def test_errors_on_either_thread_reach_the_caller(tmp_path: Path) -> None:
+def test_errors_reach_the_caller(tmp_path: Path) -> None:
     out = tmp_path / "x.npz"
-    # Raised while making the pieces (the worker thread).
+    small = np.arange(10, dtype=np.float32)
+    # Raised while making the members.
     with pytest.raises(RuntimeError, match="conversion failed"):
-        write_npz_entries(out, [_entry("a.npy", [b"x" * 10, RuntimeError("conversion failed")])])
-    # Raised while writing (the calling thread), with the worker still holding many pieces to give.
-    many = [b"y" * 1000] * 200
-    with pytest.raises(ValueError, match="200000 bytes written, 5 announced"):
-        write_npz_entries(out, [_entry("b.npy", many, announced=5), _entry("c.npy", many)])
-    write_npz_entries(out, [_entry("d.npy", [b"ab", b"cd"]), _entry("\u00e9.npy", [])])
+        write_npz_members(out, _members(("a.npy", small), RuntimeError("conversion failed")))
+    # Raised by the file system in the middle of a member.
+    if Path("/dev/full").exists():
+        with pytest.raises(OSError, match="No space left"):
+            write_npz_members("/dev/full", _members(("b.npy", np.zeros((1 << 12, 1 << 10), np.float32).T)))
+
+
+def test_any_layout_any_size_round_trips(tmp_path: Path) -> None:
+    """Strided views are copied in blocks of whole trailing axes (or runs of one axis), through reused buffers."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "kernel": rng.normal(size=(64, 96, 5, 7)).astype(np.float32).transpose(2, 3, 1, 0),  # blocks of (96, 64) rows
+        "long_rows": rng.normal(size=(3, 70_001)).astype(np.float32)[:, ::-1],  # a row larger than a piece
+        "wide": rng.normal(size=(300, 50_000)).astype(np.float32).T,  # Fortran-ordered, many pieces
+        "contiguous": rng.normal(size=200_003).astype(np.float32),
+        "\u00e9": np.float32(3.5).reshape(()),
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    out = tmp_path / "x.npz"
+    members = ((f"{k}.npy", v.T if v.flags.f_contiguous and not v.flags.c_contiguous else v) for k, v in arrays.items())
+    write_npz_members(out, _members(*members))
     with zipfile.ZipFile(out) as archive:
         assert archive.testzip() is None
-        assert [(i.filename, archive.read(i)) for i in archive.infolist()] == [("d.npy", b"abcd"), ("\u00e9.npy", b"")]
+    with np.load(out, allow_pickle=False) as loaded:
+        assert sorted(loaded.files) == sorted(arrays)
+        for key, value in arrays.items():
+            stored = value.T if value.flags.f_contiguous and not value.flags.c_contiguous else value
+            np.testing.assert_array_equal(loaded[key], stored, err_msg=key)

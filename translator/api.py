@@ -62,16 +62,7 @@ class TranslatedNet:
         wrong shape; ``npz`` is then left as it was. Warnings (NaN weights, ...) go to ``warn``, by
         default to ``warnings.warn``.
         """
-        from .weights import write_npz
-
-        target = Path(npz)
-        keys: list[str] = []
-
-        def fill(tmp: Path) -> None:
-            keys.extend(write_npz(self.translation, caffemodel, tmp, warn=warn or warnings.warn))
-
-        rename_into_place([(write_atomically(target, fill=fill), target)])
-        return keys
+        return _convert(self.translation, caffemodel, npz, warn or warnings.warn)
 
 
 def translate(prototxt: PathLike, *, npz: PathLike | None = None, **options: Any) -> TranslatedNet:
@@ -97,7 +88,24 @@ def convert_weights(
     prototxt: PathLike, caffemodel: PathLike, npz: PathLike, **options: Any
 ) -> list[str]:
     """Translate ``prototxt`` with ``options`` (as for ``translate``) and write its weights to ``npz``."""
-    return translate(prototxt, npz=npz, **options).convert_weights(caffemodel, npz)
+    from .convert import translate_with_options
+
+    # The module's text is not needed, so it is not rendered (black is most of a translation).
+    return _convert(translate_with_options(str(Path(prototxt)), namespace(options)), caffemodel, npz, warnings.warn)
+
+
+def _convert(translation: Translation, caffemodel: PathLike, npz: PathLike, warn: Callable[[str], object]) -> list[str]:
+    """Write the weights ``translation`` needs from ``caffemodel`` to ``npz``, replacing it whole or not at all."""
+    from .weights import write_npz
+
+    target = Path(npz)
+    keys: list[str] = []
+
+    def fill(tmp: Path) -> None:
+        keys.extend(write_npz(translation, caffemodel, tmp, warn=warn))
+
+    rename_into_place([(write_atomically(target, fill=fill), target)])
+    return keys
 
 
 def namespace(options: Mapping[str, Any]) -> argparse.Namespace:

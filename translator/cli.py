@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import load as load_project_options
 from .errors import TranslationError
 from .files import discard, rename_into_place, write_atomically
+from .forked import Forked
 from .options import shape_argument
 from .version import __version__
 
@@ -152,7 +153,9 @@ def run(argv: list[str] | None = None) -> int:
         what = f"--mean {args.mean}" if args.mean else f"the data layer's mean_file {translation.preprocess['mean_source']}"
         raise TranslationError(f"{what}: the module's mean image is written beside it, so give -o MODULE.py (or --write)")
     npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
-    source = render(translation, npz_name, workers=_workers()).encode("utf-8")
+    workers = _workers()
+    # Converting weights takes one CPU; the module is rendered on the other meanwhile.
+    rendering = Forked(lambda: render(translation, npz_name)) if args.weights and workers > 1 and hasattr(os, "fork") else None
     pending: list[tuple[Path, Path]] = []
     try:
         if mean is not None:
@@ -165,9 +168,12 @@ def run(argv: list[str] | None = None) -> int:
                 write_npz(translation, args.weights, tmp, warn=lambda m: print(f"caffe2py: warning: {m}", file=sys.stderr), progress=_progress(args.weights))
 
             pending.append((write_atomically(npz, fill=fill), npz))
+        source = (rendering.result() if rendering else render(translation, npz_name, workers=workers)).encode("utf-8")
         if output is not None:
             pending.append((write_atomically(output, source), output))
     except BaseException:
+        if rendering:
+            rendering.close()
         discard(pending)
         raise
     rename_into_place(pending)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .forked import Forked
 from .pysource import Source
 
 LINE_LENGTH = 88  # black's default, which the generated modules keep
@@ -73,24 +74,10 @@ def format_module(text: str, black, mode, workers: int = 1) -> str:
         if size >= half:
             break
     first, second = "".join(parts[: cut + 1]), "def f():\n" + "".join(parts[cut + 1 :])
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child formats the second half and writes it to the pipe
-        os.close(read_end)
-        code = 1
-        try:
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(black.format_str(second, mode=mode).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
+    child = Forked(lambda: black.format_str(second, mode=mode))
     try:
         head = black.format_str(first, mode=mode)
-    finally:
-        with os.fdopen(read_end, "rb") as pipe:
-            tail = pipe.read().decode()
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = black.format_str(second, mode=mode)  # black's own error, raised here
-    return head + tail.split("\n", 1)[1]
+    except BaseException:
+        child.close()
+        raise
+    return head + child.result().split("\n", 1)[1]

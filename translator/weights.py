@@ -13,9 +13,9 @@ from .caffemodel import read_caffemodel
 from .errors import TranslationError
 from .ir import BlobExpectation, Translation
 from .layout import FortranArray
-from .npzwriter import Entry, write_npz_entries
+from .npzwriter import Member, write_npz_members
 
-_CHUNK = 1 << 20  # elements per streamed piece: bounded memory however large a blob is
+_CHUNK = 1 << 20  # elements per NaN check: bounded memory however large a blob is
 
 
 def _fits(found: tuple[int, ...], legacy: bool, wanted: tuple[int, ...]) -> bool:
@@ -59,43 +59,22 @@ def _has_nonfinite(blob: np.ndarray) -> bool:
     return any(not np.isfinite(flat[i : i + _CHUNK]).all() for i in range(0, flat.size, _CHUNK))
 
 
-def _npy_entry(key: str, value: np.ndarray | FortranArray) -> Entry:
-    # The bytes np.save writes for the same array (a Fortran-ordered transposed kernel stays
-    # Fortran-ordered), made piece by piece so that no whole converted copy is ever held.
-    header = io.BytesIO()
+def _member(key: str, value: np.ndarray | FortranArray) -> Member:
+    """What ``np.save`` writes for ``value`` (a transposed InnerProduct kernel stays Fortran-ordered).
+
+    The writer copies the array's bytes piece by piece, so no whole converted copy is ever held, and a
+    contiguous array (a bias, a transposed InnerProduct kernel) goes from the mapped file straight out.
+    """
     if isinstance(value, FortranArray):
-        fields = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": True, "shape": value.shape}
-        np.lib.format.write_array_header_1_0(header, fields)
-        view = value.view
-        step = max(1, _CHUNK // max(1, math.prod(view.shape[1:])))
-
-        def pieces():
-            for start in range(0, view.shape[0], step):
-                yield np.ascontiguousarray(view[start : start + step], dtype="<f4").data
-
-        nbytes = 4 * math.prod(view.shape)
+        fortran, shape, data = True, value.shape, value.view
     else:
-        array = np.asarray(value, dtype="<f4")
-        if not (array.flags.c_contiguous or array.flags.f_contiguous):
-            array = np.ascontiguousarray(array)
-        fields = np.lib.format.header_data_from_array_1_0(array)
-        np.lib.format.write_array_header_1_0(header, fields)
-        # A contiguous array (a bias, a transposed InnerProduct kernel) goes from the mapped file
-        # straight out, in pieces so that writing overlaps the CRC of the next one.
-        flat = (array.T if fields["fortran_order"] else array).reshape(-1)
-
-        def pieces():
-            for start in range(0, flat.size, _CHUNK):
-                yield flat[start : start + _CHUNK].data
-
-        nbytes = array.nbytes
-    head = header.getvalue()
-
-    def with_header():
-        yield head
-        yield from pieces()
-
-    return f"{key}.npy", len(head) + nbytes, with_header
+        array = np.asarray(value)
+        fortran = array.flags.f_contiguous and not array.flags.c_contiguous
+        shape, data = array.shape, array.T if fortran else array
+    header = io.BytesIO()
+    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": fortran, "shape": shape}
+    np.lib.format.write_array_header_1_0(header, fields)
+    return f"{key}.npy", header.getvalue(), np.asarray(data, dtype="<f4")
 
 
 def write_npz(
@@ -117,9 +96,9 @@ def write_npz(
             warn(f"{shown}: layer {expect.layer!r}: weights contain NaN or infinity")
         checked[expect.layer] = blobs
     # A generator, so the conversions (transposes, folds) run on the writer's worker thread.
-    entries = (
-        _npy_entry(spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
+    members = (
+        _member(spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
         for spec in translation.weights
     )
-    write_npz_entries(destination, entries)
+    write_npz_members(destination, members)
     return [spec.key for spec in translation.weights]
