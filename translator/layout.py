@@ -31,6 +31,11 @@ def conv_kernel(weight: np.ndarray) -> np.ndarray:
     return weight.transpose(2, 3, 1, 0)
 
 
+def conv3d_kernel(weight: np.ndarray) -> np.ndarray:
+    """C3D (O, I, kd, kh, kw) -> Keras Conv3D (kd, kh, kw, I, O)."""
+    return weight.transpose(2, 3, 4, 1, 0)
+
+
 def depthwise_kernel(weight: np.ndarray, channels: int) -> np.ndarray:
     """Caffe (C*m, 1, kh, kw), output c*m+j from channel c -> Keras DepthwiseConv2D (kh, kw, C, m)."""
     out, _, kh, kw = weight.shape

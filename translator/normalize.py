@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,7 @@ def build_graph(
             for field in parsed.unknown_fields
             if field.layer == index
         ]
+        unknown_fields += _c3d_fields_elsewhere(parsed, index, layer, where)
     if not builder.nodes and not builder.inputs:
         raise TranslationError("the net has no layers (empty or not a prototxt?)", path=parsed.path, line=1)
     inputs = builder.deployed_inputs()
@@ -182,6 +184,37 @@ def build_graph(
         silenced=tuple(key for key in outputs if key in builder.silenced),
         warnings=tuple(warnings),
     )
+
+
+# C3D v1.0's fields of its V1 CONVOLUTION3D/POOLING3D layers, which the upgrade moves out; in any
+# other layer's convolution_param or pooling_param no emitter reads them: unknown there.
+_C3D_ONLY = {
+    "convolution_param": ("kernel_depth", "temporal_stride", "filter_group", "temporal_pad"),
+    "pooling_param": ("kernel_depth", "temporal_stride"),
+}
+
+
+def _c3d_fields_elsewhere(parsed: ParsedNet, index: int, layer: Any, where: dict) -> list[UnknownField]:
+    found = []
+    for message, fields in _C3D_ONLY.items():
+        params = getattr(layer, message)
+        for name in fields:
+            if params.HasField(name):
+                line = _field_line(parsed, index, name) or where["line"]
+                text = f"{name}: {getattr(params, name)}"
+                found.append(UnknownField(line, index, f"{message}.{name}", text, layer.name, layer.type))
+    return found
+
+
+def _field_line(parsed: ParsedNet, index: int, name: str) -> int | None:
+    """The first line of layer ``index`` that sets field ``name``, when the layer's lines are known."""
+    lines = parsed.layer_lines
+    if index >= len(lines):
+        return None
+    text = parsed.data.decode("utf-8", errors="replace").splitlines()
+    end = lines[index + 1] - 1 if index + 1 < len(lines) else len(text)
+    pattern = re.compile(rf"\b{name}\s*:")
+    return next((i + 1 for i in range(lines[index] - 1, end) if pattern.search(text[i])), None)
 
 
 def _kept_layers(

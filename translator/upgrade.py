@@ -215,6 +215,7 @@ def upgrade_net(net: Any, path: str | None = None) -> Any:
             layer = upgraded.layer.add()
             _v1_to_v2(v1, layer)
             _upgrade_data_transformation(v1, layer)
+            _upgrade_c3d_params(v1, layer, path)
     else:
         upgraded.CopyFrom(net)
     if needs_input_upgrade:
@@ -383,6 +384,45 @@ def _upgrade_data_transformation(v1: Any, layer: Any) -> None:
             params.ClearField(field)
 
 
+# ---- C3D v1.0's 3-D layers ----
+
+# C3D v1.0's V1 CONVOLUTION3D and POOLING3D read their parameters from convolution_param and
+# pooling_param (its own versions of them); C3D v1.1's Convolution3D and Pooling3D from the
+# messages below, which hold the same fields.
+_C3D_PARAMS = {
+    "CONVOLUTION3D": ("convolution_param", "convolution3d_param"),
+    "POOLING3D": ("pooling_param", "pooling3d_param"),
+}
+
+
+def _upgrade_c3d_params(v1: Any, layer: Any, path: str | None) -> None:
+    """Move a C3D v1.0 layer's convolution_param/pooling_param into its v1.1 parameter message."""
+    fields = _C3D_PARAMS.get(_layer_type_enum_name(v1)) if v1.HasField("type") else None
+    if fields is None or not layer.HasField(fields[0]):
+        return
+    source, target = getattr(layer, fields[0]), getattr(layer, fields[1])
+    known = target.DESCRIPTOR.fields_by_name
+    for field, value in source.ListFields():
+        if field.name not in known:
+            raise TranslationError(
+                f"{fields[0]}.{field.name} is not a field of C3D's {_layer_type_enum_name(v1)}",
+                path=path,
+                layer=layer.name,
+                layer_type=layer.type,
+            )
+        if _is_repeated(field):  # BVLC's repeated pad/kernel_size/stride; C3D's hold one value
+            if len(value) != 1:
+                raise TranslationError(
+                    f"{fields[0]}.{field.name} has {len(value)} values; C3D's takes one",
+                    path=path,
+                    layer=layer.name,
+                    layer_type=layer.type,
+                )
+            value = value[0]
+        _set(target, field.name, value)
+    layer.ClearField(fields[0])
+
+
 # ---- V1 -> V2 ----
 
 
@@ -423,16 +463,24 @@ def _param_spec(layer: Any, index: int) -> Any:
 
 
 def _upgrade_input_dim(net: Any, path: str | None) -> None:
-    """Turn ``input_dim`` (4 per input) into one ``input_shape`` per input (UpgradeNetInput)."""
+    """Turn ``input_dim`` (4 per input) into one ``input_shape`` per input (UpgradeNetInput).
+
+    C3D's Net::Init reads 5 per input (N, C, L, H, W) instead; a count of 5 per input is taken so.
+    """
     if not len(net.input_shape):
         dims = list(net.input_dim)
-        if len(dims) != 4 * len(net.input):
+        inputs = len(net.input)
+        if inputs and len(dims) == 5 * inputs:
+            per_input = 5
+        elif len(dims) == 4 * inputs:
+            per_input = 4
+        else:
             raise TranslationError(
-                f"{len(net.input)} input(s) need {4 * len(net.input)} input_dim values "
-                f"(4 per input), found {len(dims)}",
+                f"{inputs} input(s) need {4 * inputs} input_dim values "
+                f"(4 per input; C3D's 5-D inputs {5 * inputs}), found {len(dims)}",
                 path=path,
             )
-        for i in range(len(net.input)):
-            net.input_shape.add().dim.extend(dims[4 * i : 4 * i + 4])
+        for i in range(inputs):
+            net.input_shape.add().dim.extend(dims[per_input * i : per_input * (i + 1)])
     # As in Caffe, input_shape wins when both are given.
     net.ClearField("input_dim")

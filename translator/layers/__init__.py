@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (each family registers its emitters on import)
     activation,
     arith,
     conv,
+    conv3d,
     ctc,
     deconv,
     dense,

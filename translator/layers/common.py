@@ -24,9 +24,9 @@ def hw(values: Sequence[int], h: int, w: int, has_hw: bool, what: str, default: 
     raise TranslationError(f"{what} has {len(values)} values; 2-D layers take 1 or 2")
 
 
-def compact(pair: tuple[int, int]) -> int | tuple[int, int]:
-    """Keras accepts one int for a square pair; write the short form."""
-    return pair[0] if pair[0] == pair[1] else pair
+def compact(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    """Keras accepts one int for a square pair (or cube triple); write the short form."""
+    return values[0] if len(set(values)) == 1 else values
 
 
 def keras_axis(axis: int, rank: int) -> int:
