@@ -160,12 +160,22 @@ layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "rnn" recurrent_
 layer { name: "fc" type: "InnerProduct" bottom: "lstm" top: "fc" inner_product_param { num_output: 3 axis: 2 } }
 """
 
+# C3D's 3-D layers on an N x C x L x H x W clip with odd sizes (ceil-mode windows overhang it).
+ZOO_VIDEO = """name: "zoo_video"
+input: "clip"
+input_shape { dim: 1 dim: 2 dim: 5 dim: 7 dim: 6 }
+layer { name: "conv" type: "Convolution3D" bottom: "clip" top: "conv" convolution3d_param { num_output: 3 kernel_size: 3 kernel_depth: 2 pad: 1 stride: 2 } }
+layer { name: "pool_max" type: "Pooling3D" bottom: "clip" top: "pool_max" pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 temporal_stride: 2 } }
+layer { name: "pool_ave" type: "Pooling3D" bottom: "clip" top: "pool_ave" pooling3d_param { pool: AVE kernel_size: 3 kernel_depth: 2 stride: 2 pad: 1 } }
+"""
+
 # name -> (prototxt, translation options)
 ZOOS = {
     "zoo": (ZOO, {}),
     "zoo_forks": (ZOO_FORKS, {}),
     "zoo_free": (ZOO_FREE, {"fully_conv": True}),
     "zoo_recurrent": (ZOO_RECURRENT, {}),
+    "zoo_video": (ZOO_VIDEO, {}),
 }
 
 # Runs in a fresh interpreter per backend (Keras picks its backend once, at import).
