@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -191,3 +195,55 @@ def test_yolo_in_compiled_predict():
     compiled = model.predict(inputs, verbose=0, batch_size=2)
     assert eager.shape[2] > 1
     assert_close(compiled, eager, rtol=1e-6)
+
+
+JAX_RUNNER = """
+import importlib.util, sys
+import numpy as np
+results = {}
+with np.load(sys.argv[2]) as feeds:
+    for path in sys.argv[3:]:
+        name = path.rsplit("/", 1)[-1][:-3]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = module.build_model()
+        inputs = [feeds[f"{name}:{i}"] for i in range(len(model.inputs))]
+        results[name] = model.predict(inputs, verbose=0, batch_size=2)
+np.savez(sys.argv[1], **results)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_yolo_in_jax_compiled_predict(tmp_path):
+    """On JAX, predict jit-compiles: the kept rows first, as Caffe's, then a row of -1 per other candidate."""
+    from caffe2py.convert import translate_to_source
+
+    rng = np.random.default_rng(33)
+    v2 = [rng.normal(size=(2, 24, 5, 5)).astype(np.float32), rng.normal(size=(2, 24, 3, 3)).astype(np.float32)]
+    v3 = [rng.normal(size=(2, 21, 3, 3)).astype(np.float32), rng.normal(size=(2, 21, 6, 6)).astype(np.float32)]
+    nets = {
+        "v2": (_v2_proto(0.3), v2, _v2_reference(v2, 3, 3, V2_BIASES, 0.3, 0.3)[0]),
+        "v2_none": (_v2_proto(0.99), v2, _v2_reference(v2, 3, 3, V2_BIASES, 0.99, 0.3)[0]),
+        "v3": (V3, v3, _v3_reference(v3, 3, 2, V3_BIASES, [3, 4, 5, 0, 1, 2], [32, 16], 0.35, 0.4)[0]),
+    }
+    feeds = {}
+    for name, (proto, maps, _) in nets.items():
+        (tmp_path / f"{name}.prototxt").write_text(proto)
+        (tmp_path / f"{name}.py").write_text(translate_to_source(tmp_path / f"{name}.prototxt"))
+        feeds.update({f"{name}:{i}": np.transpose(m, (0, 2, 3, 1)) for i, m in enumerate(maps)})
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+    run = subprocess.run(
+        [sys.executable, "-c", JAX_RUNNER, str(tmp_path / "out.npz"), str(tmp_path / "feeds.npz"), *(str(tmp_path / f"{n}.py") for n in nets)],
+        check=False, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as out:
+        for name, (_, maps, want) in nets.items():
+            got = out[name][0, 0]
+            candidates = sum(m.shape[0] * m.shape[2] * m.shape[3] * 3 for m in maps) * (2 if name == "v3" else 1)
+            assert got.shape == (candidates + 2, 7), name
+            assert_close(got[: len(want)], want, rtol=1e-5)
+            assert (got[len(want) :] == -1).all(), name
