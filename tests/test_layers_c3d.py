@@ -116,7 +116,7 @@ def _branch_references(x, blobs):
     return want
 
 
-def _translate(tmp_path, text, layers=None, name="net"):
+def _translate(tmp_path, text, caffemodel=None, name="net"):
     from caffe2py.convert import translate
     from caffe2py.render import render
     from caffe2py.weights import write_npz
@@ -125,10 +125,39 @@ def _translate(tmp_path, text, layers=None, name="net"):
     prototxt.write_text(text)
     translation = translate(prototxt)
     module = load_module(render(translation, f"{name}.npz"))
-    if layers:
-        (tmp_path / f"{name}.caffemodel").write_bytes(caffemodel_bytes(layers))
+    if caffemodel:
+        (tmp_path / f"{name}.caffemodel").write_bytes(caffemodel)
         write_npz(translation, tmp_path / f"{name}.caffemodel", tmp_path / f"{name}.npz")
     return translation, module
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def c3d_v1_caffemodel(layers) -> bytes:
+    """A caffemodel as C3D v1.0 writes it: V1 layers whose BlobProtos number num, channels, length,
+    height, width 1-5 and data 6, every blob 5-D (an InnerProduct's weights 1 x 1 x 1 x O x K)."""
+    net = _field(1, b"tiny_c3d")
+    for name, kind, blobs in layers:
+        layer = _field(4, name.encode()) + _field(5, kind)
+        for array in blobs:
+            dims = (1,) * (5 - array.ndim) + array.shape
+            blob = b"".join(_field(i + 1, int(d)) for i, d in enumerate(dims))
+            layer += _field(6, blob + _field(6, np.asarray(array, "<f4").tobytes()))
+        net += _field(2, layer)
+    return net
 
 
 def _max_error(got, want):
@@ -140,7 +169,8 @@ def test_convolution3d_and_pooling3d_match_c3d_at_two_sizes(tmp_path):
     rng = np.random.default_rng(3)
     shape = (2, 3, 5, 7, 6)  # odd sizes: ceil-mode windows overhang the clip
     blobs = {name: _conv_blobs(rng, p, shape[1]) for name, p in CONVS.items()}
-    translation, module = _translate(tmp_path, branches_prototxt(shape), [(n, "Convolution3D", b) for n, b in blobs.items()])
+    layers = [(n, "Convolution3D", b) for n, b in blobs.items()]
+    translation, module = _translate(tmp_path, branches_prototxt(shape), caffemodel_bytes(layers))
     assert "CaffePooling3D" in translation.helpers
     names = [*CONVS, *POOLS]
     # The same module at the translated size and at another one it was not translated for.
@@ -176,12 +206,13 @@ layers { name: "prob" type: SOFTMAX bottom: "fc" top: "prob" }
 
 
 def test_a_c3d_v1_net_runs_end_to_end(tmp_path):
+    """Translated from its V1 prototxt, weights read from a caffemodel in C3D v1.0's own blob format."""
     rng = np.random.default_rng(5)
     conv = [rng.normal(0, 0.3, (4, 3, 3, 3, 3)).astype(np.float32), rng.normal(0, 0.3, (1, 1, 1, 1, 4)).astype(np.float32)]
     fc = [rng.normal(0, 0.3, (5, 4 * 2 * 3 * 3)).astype(np.float32), rng.normal(0, 0.3, (5,)).astype(np.float32)]
-    translation, module = _translate(
-        tmp_path, V1_NET, [("conv1", "Convolution3D", conv), ("fc", "InnerProduct", fc)], name="tiny"
-    )
+    # C3D's own V1 LayerType numbers: CONVOLUTION3D 30, INNER_PRODUCT 14.
+    caffemodel = c3d_v1_caffemodel([("conv1", 30, conv), ("fc", 14, fc)])
+    translation, module = _translate(tmp_path, V1_NET, caffemodel, name="tiny")
     assert [t.shape for t in translation.inputs] == [(1, 3, 4, 6, 6)]
     model = module.build_model()
     module.load_weights(model, tmp_path / "tiny.npz")

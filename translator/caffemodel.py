@@ -291,10 +291,12 @@ def _shape(buf: mmap.mmap, start: int, end: int) -> list[int]:
 
 def _blob(buf: mmap.mmap, start: int, end: int, index: int, at: int) -> tuple[np.ndarray, bool]:
     """Decode one BlobProto into (float32 array in Caffe's shape, whether the shape is legacy)."""
-    legacy = [0, 0, 0, 0]
+    legacy = [0, 0, 0, 0, 0]
     has_legacy = False
+    c3d = False  # C3D v1.0's BlobProto: num, channels, length, height, width = 1-5, data = 6
     dims: list[int] = []
     floats: list[np.ndarray] = []
+    field6: list[np.ndarray] = []
     doubles: list[np.ndarray] = []
     pos = start
     while pos < end:
@@ -321,18 +323,27 @@ def _blob(buf: mmap.mmap, start: int, end: int, index: int, at: int) -> tuple[np
             first, pos = _payload(buf, pos, end, what, field_at)
             # An optional message seen twice is merged, so repeated dims concatenate.
             dims.extend(_shape(buf, first, pos))
-        elif 1 <= number <= 4 and wire == 0:
+        elif 1 <= number <= 5 and wire == 0:
             value, pos = _varint(buf, pos, end, what, field_at)
             legacy[number - 1] = _signed(value)  # optional scalar: the last one wins
             has_legacy = True
+            # BVLC's field 5 (data) is never a varint; C3D's (width) is.
+            c3d = c3d or number == 5
+        elif number == 6 and wire == 2:  # BVLC's diff, or C3D's data
+            first, pos = _payload(buf, pos, end, what, field_at)
+            part = _packed_fixed(buf, first, pos, "<f4", what, field_at)
+            if part is not None:
+                field6.append(part)
         else:  # diff, double_diff and anything unknown
             pos = _skip(buf, number, wire, pos, end, field_at, _BLOB_FIELDS)
 
     # Blob::FromProto: any of num/channels/height/width present means the legacy 4-D shape
     # (num, channels, height, width), absent ones 0; otherwise shape.dim (none at all is a
     # scalar of count 1). double_data, when non-empty, replaces data.
-    shape = tuple(legacy) if has_legacy else tuple(dims)
-    parts = doubles or floats
+    if c3d:  # every C3D v1.0 blob is 5-D
+        shape, parts = tuple(legacy), field6
+    else:
+        shape, parts = tuple(legacy[:4]) if has_legacy else tuple(dims), doubles or floats
     if not parts:
         data = np.empty(0, np.float32)
     elif len(parts) == 1:
@@ -346,7 +357,7 @@ def _blob(buf: mmap.mmap, start: int, end: int, index: int, at: int) -> tuple[np
     count = math.prod(shape)
     if count != data.size:
         source = "double_data" if doubles else "data"
-        kind = "num/channels/height/width" if has_legacy else "shape"
+        kind = "num/channels/length/height/width" if c3d else "num/channels/height/width" if has_legacy else "shape"
         raise _Bad(
             "content",
             f"blob {index} at byte {at} has {data.size} {source} values but its {kind}"

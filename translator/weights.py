@@ -22,8 +22,8 @@ def _fits(found: tuple[int, ...], legacy: bool, wanted: tuple[int, ...]) -> bool
     if found == wanted:
         return True
     # Caffe's Blob::ShapeEquals: a legacy (num, channels, height, width) blob matches any shape that
-    # pads to it with leading ones, e.g. an InnerProduct's (1, 1, O, K).
-    return legacy and len(wanted) <= 4 and found == (1,) * (4 - len(wanted)) + wanted
+    # pads to it with leading ones, e.g. an InnerProduct's (1, 1, O, K); so does C3D's 5-D one.
+    return legacy and len(wanted) <= len(found) and found == (1,) * (len(found) - len(wanted)) + wanted
 
 
 def _checked_blobs(expect: BlobExpectation, layers: dict, path: str) -> list[np.ndarray]:
