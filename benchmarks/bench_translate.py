@@ -4,7 +4,8 @@ usage: python benchmarks/bench_translate.py [--repeat N] [--match TEXT] [--no-pr
 
 For each ../shared/corpus/**/*.prototxt: the median wall time of `python -m caffe2py NET > /dev/null`
 over N runs (a fresh interpreter each time, so imports are included), the lines printed, and whether
-TensorFlow or Keras was imported (one extra run under `python -X importtime`). Then the ResNet
+TensorFlow or Keras was imported (one extra run under `python -X importtime`). Then ResNet-152
+against `python -c "import black"` (issue 17's yardstick: at most 3x), interleaved; the ResNet
 family with a linear fit of time against output lines, the time of each phase (measured inside one
 child, without a profiler) for ResNet-152 and the largest outputs, and a cProfile of ResNet-152
 summed by package. With --baseline (a checkout of another revision, e.g. made with
@@ -101,6 +102,27 @@ def _against(baseline: Path, paths: list[Path], repeat: int) -> None:
             f" {now[2]:.3f} | {before[0] / now[0]:.2f}x |",
             flush=True,
         )
+
+
+def _against_import_black(path: Path, repeat: int) -> None:
+    """Issue 17's yardstick: a whole translation against `python -c "import black"`, runs interleaved."""
+    black_argv = [sys.executable, "-c", "import black"]
+    runs: dict[str, list] = {"import black": [], "translation": []}
+    for _ in range(repeat):
+        runs["import black"].append(run_measured(black_argv))
+        runs["translation"].append(run_measured(_command(path)))
+    wall = {k: median([r.wall for r in v]) for k, v in runs.items()}
+    cpu = {k: median([r.cpu for r in v]) for k, v in runs.items()}
+    paired = median([t.wall / b.wall for b, t in zip(runs["import black"], runs["translation"])])
+    print(f"\n{_name(path)} against `python -c \"import black\"`, {repeat} interleaved runs each (load average {load()}):\n")
+    print("| process | median wall s | best wall s | CPU s |")
+    print("|---|---:|---:|---:|")
+    for label, measured in runs.items():
+        print(f"| {label} | {wall[label]:.3f} | {min(r.wall for r in measured):.3f} | {cpu[label]:.3f} |")
+    print(
+        f"\nRatio of medians: {wall['translation'] / wall['import black']:.2f}x wall, {cpu['translation'] / cpu['import black']:.2f}x CPU;"
+        f" median of the per-round ratios: {paired:.2f}x."
+    )
 
 
 def _revision(root: Path) -> str:
@@ -234,6 +256,8 @@ def main(argv: list[str]) -> int:
     ok = {p: r for p, r in results.items() if "error" not in r}
     print(f"\n{len(ok)} of {len(results)} translate. Load average at end: {load()}.")
 
+    if RESNETS[-1].is_file():
+        _against_import_black(RESNETS[-1], 2 * args.repeat + 1)
     family = [(p, ok.get(p) or _measure(p, args.repeat)) for p in RESNETS]
     family = [(p, r) for p, r in family if "error" not in r]
     if len(family) >= 2:

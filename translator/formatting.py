@@ -43,6 +43,22 @@ def wrap_call(head: str, args: list[str], call: str) -> Source:
     return Source(line)
 
 
+def split_at_brackets(indent: str, head: str, items: list[str], tail: str, collection: bool) -> str:
+    """``head items tail`` at ``indent``, split inside its brackets as black splits it when too long.
+
+    Black puts the items on one line of their own where they fit, except in a collection literal
+    (``collection``: a tuple, list), which it spreads one item a line with a trailing comma.
+    """
+    joined = ", ".join(items)
+    line = f"{indent}{head}{joined}{tail}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    inner = indent + "    "
+    if not collection and len(inner) + len(joined) <= LINE_LENGTH:
+        return f"{indent}{head}\n{inner}{joined}\n{indent}{tail}"
+    return f"{indent}{head}\n" + "".join(f"{inner}{item},\n" for item in items) + f"{indent}{tail}"
+
+
 def prewrap(body: list[Source], black, mode) -> list[Source]:
     """``body`` (lines of build_model()) with each line still too long wrapped by black, in one small call."""
     long = [i for i, line in enumerate(body) if len(line) + 4 > LINE_LENGTH and "\n" not in line and line[0] != "#"]

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from .blocks import Block, blob_rules, fold
-from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
+from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, split_at_brackets, wrap_call
 from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
 from .pysource import (
@@ -272,8 +272,10 @@ def _block(block: Block) -> dict[str, Any]:
         statements[-1] = dataclasses.replace(statements[-1], target=CHAIN)
         returns = CHAIN
     body = _lines(statements, {returns})
+    if ", " in returns and len(f"    return {returns}") > LINE_LENGTH:  # black parenthesizes the tuple
+        returns = split_at_brackets("    ", "return (", list(block.returns), ")", collection=True)[len("    return ") :]
     return {
-        "signature": Source(f"def {block.fn}({', '.join(params)}):"),
+        "signature": Source(split_at_brackets("", f"def {block.fn}(", params, "):", collection=False)),
         "doc": docstring_text(block.doc),
         "fused": Source(FUSED) if _fuses(block.body) else None,
         "body": body,
@@ -281,8 +283,8 @@ def _block(block: Block) -> dict[str, Any]:
     }
 
 
-def _names(parts: list[str]) -> Source:
-    """The tuple of ``parts``, each run of three or more numbered alike written as a range."""
+def _names(parts: list[str]) -> list[str]:
+    """The items of a tuple of ``parts``, each run of three or more numbered alike written as a range."""
     items, k = [], 0
     while k < len(parts):
         end = len(parts)
@@ -295,7 +297,7 @@ def _names(parts: list[str]) -> Source:
         else:
             items.append(literal(parts[k]))
             k += 1
-    return Source(f"({', '.join(items)},)" if len(items) == 1 else f"({', '.join(items)})")
+    return items
 
 
 def _axes(axes) -> Source:
@@ -307,17 +309,21 @@ def _blob_rule(block: Block, entries) -> dict[str, Any]:
     numbers = _numbered(list(block.parts))
     if numbers is not None:
         prefix, first, suffix = numbers
-        head = f"for {BLOB_INDEX} in range({first}, {first + len(block.parts)}):"
+        head = f"for {BLOB_INDEX} in range({first}, {first + len(block.parts)}):  # {block.fn}"
         around = (prefix, BLOB_INDEX, suffix)
     else:
-        head = f"for {BLOB_NAME} in {_names(list(block.parts))}:"
+        names = _names(list(block.parts))
+        if len(names) == 1:
+            head = f"for {BLOB_NAME} in ({names[0]},):  # {block.fn}"
+        else:
+            head = split_at_brackets("", f"for {BLOB_NAME} in (", names, f"):  # {block.fn}", collection=True)
         around = ("", BLOB_NAME, "")
     lines = []
     for bp, bs, lp, ls, axes in entries:
         blob = _numbered_name(bp + around[0], around[1], around[2] + bs)
         layer = _numbered_name(lp + around[0], around[1], around[2] + ls)
-        lines.append(Source(f"BLOBS[{blob}] = ({layer}, {_axes(axes)})"))
-    return {"head": Source(head), "lines": lines, "fn": Source(block.fn)}
+        lines.append(Source(split_at_brackets("    ", f"BLOBS[{blob}] = (", [layer, _axes(axes)], ")", collection=True)[4:]))
+    return {"head": Source(head), "lines": lines}
 
 
 def _folded_doc(t: Translation) -> Source | None:
