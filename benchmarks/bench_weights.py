@@ -1,6 +1,6 @@
 """Weight conversion of VGG16 (~550 MB caffemodel) by the CLI against a plain copy of the file: time and peak RSS.
 
-usage: python benchmarks/bench_weights.py [--repeat N] [--workdir DIR] [--no-reader] [--baseline DIR]
+usage: python benchmarks/bench_weights.py [--repeat N] [--workdir DIR] [--no-reader] [--baseline DIR] [--floor]
 
 The caffemodel is the random-weights VGG16 of ../shared/oracle/cases/vgg16, made with
 ../shared/oracle/make_case.py in --workdir (kept there, so a second run skips it) or in a
@@ -10,6 +10,7 @@ not land in the next one. The caffemodel is in the page cache throughout: this m
 memory, not the disk. Runs are interleaved (one of each method per round). With --baseline DIR (another
 revision's package as DIR/caffe2py with DIR/templates beside it: `git archive REV translator templates |
 tar -x -C DIR && mv DIR/translator DIR/caffe2py`), that revision converts too, in the same rounds.
+With --floor, three bare Python processes show the least a conversion must do (FLOOR).
 Then benchmarks/bench_caffemodel_read.py gives the reader's own numbers.
 """
 
@@ -26,15 +27,45 @@ from machine import CORPUS, ROOT, describe, load, make_case, median, run_measure
 
 PROTOTXT = CORPUS / "vgg16_v1" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 MB = 1e6
+# The least any conversion must do, as a Python process: import numpy, map the file, and write its bytes
+# out in 256 KB pieces (argv: caffemodel, output, "crc" to also compute the zip's CRC-32, "permute" to
+# also permute the rows of a 4096 x (512*7*7) float32 matrix as VGG16's fc6 needs, through one buffer).
+FLOOR = """
+import mmap, sys, zlib
+import numpy as np
+source, target, steps = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(source, "rb") as f:
+    data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+buffer = np.empty(1 << 18, np.uint8)
+crc, done = 0, 0
+with open(target, "wb", buffering=0) as out:
+    if "permute" in steps:
+        rows = data[: 4096 * 25088 * 4].view(np.float32).reshape(4096, 512, 49)
+        block = buffer.view(np.float32)[: 2 * 25088].reshape(2, 49, 512)
+        for i in range(0, 4096, 2):
+            np.copyto(block, rows[i : i + 2].transpose(0, 2, 1))
+            crc = zlib.crc32(block, crc) if "crc" in steps else 0
+            out.write(block)
+        done = rows.nbytes
+    for start in range(done, data.size, 1 << 18):
+        piece = data[start : start + (1 << 18)]
+        crc = zlib.crc32(piece, crc) if "crc" in steps else 0
+        out.write(piece)
+"""
 
 
-def _methods(caffemodel: Path, out: Path, baseline: Path | None) -> dict[str, tuple[list[str], Path]]:
+def _methods(caffemodel: Path, out: Path, baseline: Path | None, floor: bool) -> dict[str, tuple[list[str], Path]]:
     translate = [sys.executable, "-m", "caffe2py", str(PROTOTXT)]
     convert = [*translate, "--weights", str(caffemodel), "-o", str(out / "vgg16.py")]
     methods = {
         "`cp` (plain file copy)": (["cp", str(caffemodel), str(out / "copy.caffemodel")], ROOT),
         "`caffe2py NET -o out.py` (no weights)": ([*translate, "-o", str(out / "plain.py")], ROOT),
     }
+    if floor:
+        floor_run = [sys.executable, "-c", FLOOR, str(caffemodel), str(out / "floor.bin")]
+        methods["floor: python + numpy, map the file, write it in 256 KB pieces"] = (floor_run, ROOT)
+        methods["floor + CRC-32 of every piece"] = ([*floor_run, "crc"], ROOT)
+        methods["floor + CRC-32 + 411 MB of rows permuted as fc6's"] = ([*floor_run, "crc", "permute"], ROOT)
     if baseline:
         methods[f"baseline {baseline}: `caffe2py NET --weights CAFFEMODEL -o out.py`"] = (convert, baseline)
     methods["`caffe2py NET --weights CAFFEMODEL -o out.py`"] = (convert, ROOT)
@@ -47,7 +78,7 @@ def _clean(out: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def _report(caffemodel: Path, repeat: int, reader: bool, baseline: Path | None) -> None:
+def _report(caffemodel: Path, repeat: int, reader: bool, baseline: Path | None, floor: bool) -> None:
     import numpy
 
     size = caffemodel.stat().st_size
@@ -60,7 +91,7 @@ def _report(caffemodel: Path, repeat: int, reader: bool, baseline: Path | None) 
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench_weights_out_") as directory:
         out = Path(directory)
-        methods = _methods(caffemodel, out, baseline)
+        methods = _methods(caffemodel, out, baseline, floor)
         runs: dict[str, list] = {label: [] for label in methods}
         for _ in range(repeat):
             for label, (argv, root) in methods.items():
@@ -100,14 +131,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, help="where the VGG16 caffemodel is made (and kept)")
     parser.add_argument("--no-reader", action="store_true", help="skip bench_caffemodel_read.py")
     parser.add_argument("--baseline", type=Path, help="another revision's package, as DIR/caffe2py, to compare with")
+    parser.add_argument("--floor", action="store_true", help="also time the least a conversion must do (see FLOOR)")
     args = parser.parse_args(argv)
     baseline = args.baseline.resolve() if args.baseline else None
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
-        _report(make_case("vgg16", args.workdir), args.repeat, not args.no_reader, baseline)
+        _report(make_case("vgg16", args.workdir), args.repeat, not args.no_reader, baseline, args.floor)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench_weights_") as directory:
-        _report(make_case("vgg16", Path(directory)), args.repeat, not args.no_reader, baseline)
+        _report(make_case("vgg16", Path(directory)), args.repeat, not args.no_reader, baseline, args.floor)
     return 0
 
 

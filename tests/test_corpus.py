@@ -61,7 +61,6 @@ def test_corpus_net(net):
     translation = translate(CORPUS / net, **options)
     source = render(translation)
     assert black.format_str(source, mode=black.Mode()) == source
-    assert render(translation, workers=2) == source, "formatting in two processes changed the module"
     tree = ast.parse(source)
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -1,4 +1,4 @@
-"""The shortcuts that keep black fast give black's own output: pre-wrapped calls and split formatting."""
+"""The shortcut that keeps black to one pass gives black's own output: lines pre-wrapped as black wraps them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import black
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caffe2py.formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, wrap_call
+from caffe2py.formatting import LINE_LENGTH, prewrap, split_at_brackets, wrap_call
 from caffe2py.pysource import Source
 from caffe2py.render import black_mode
 
@@ -48,13 +48,25 @@ def test_long_lines_left_to_black_come_back_formatted():
     assert black.format_str(_in_function(out[1]), mode=MODE) == _in_function(out[1])
 
 
-def test_split_formatting_joins_to_one_formatting():
-    body = "".join(f"{STATEMENT}    x{i} = layers.Conv2D({i}, 3, name=\"c{i}\")(x{i - 1})\n" for i in range(1, 1500))
-    text = f'"""Doc."""\n\n\ndef build_model(x0):\n    """Build."""\n{body}    return x1499\n\n\ndef g():\n    return 1\n'
-    assert len(text) > 20_000
-    serial = format_module(text, black, MODE, workers=1)
-    assert STATEMENT not in serial
-    assert format_module(text, black, MODE, workers=2) == serial == black.format_str(text.replace(STATEMENT, ""), mode=MODE)
+@settings(max_examples=300, deadline=None)
+@given(name=NAME, items=st.lists(NAME, min_size=2, max_size=30), kind=st.sampled_from(["def", "for", "assign", "return"]))
+def test_split_lines_are_what_black_makes(name, items, kind):
+    one_line = None
+    if kind == "def":  # a block function's signature: the parameters on one line where they fit
+        indent, head, tail, collection, body = "", f"def {name}(", "):", False, "    pass\n"
+    elif kind == "for":  # a blob rule's loop over a tuple: one item a line
+        indent, head, tail, collection, body = "", "for _name in (", "):  # fn", True, "    pass\n"
+    elif kind == "assign":
+        indent, head, tail, collection, body = "", f'BLOBS["{name}"] = (', ")", True, ""
+    else:  # a block function returning several tensors: black parenthesizes the tuple
+        indent, head, tail, collection, body = "    ", "return (", ")", True, ""
+        one_line = f"    return {', '.join(items)}"
+    one_line = one_line or f"{indent}{head}{', '.join(items)}{tail}"
+    split = split_at_brackets(indent, head, items, tail, collection)
+    if split == one_line or indent and len(one_line) <= LINE_LENGTH:
+        return  # short enough: written on one line
+    wrap = (lambda text: f"def f():\n{text}") if indent else (lambda text: text)
+    assert black.format_str(wrap(f"{one_line}\n{body}"), mode=MODE) == wrap(f"{split}\n{body}")
 
 
 def test_helper_templates_are_black_clean():

@@ -153,9 +153,8 @@ def run(argv: list[str] | None = None) -> int:
         what = f"--mean {args.mean}" if args.mean else f"the data layer's mean_file {translation.preprocess['mean_source']}"
         raise TranslationError(f"{what}: the module's mean image is written beside it, so give -o MODULE.py (or --write)")
     npz_name = npz.name if npz else Path(prototxt).with_suffix(".npz").name
-    workers = _workers()
-    # Converting weights takes one CPU; the module is rendered on the other meanwhile.
-    rendering = Forked(lambda: render(translation, npz_name)) if args.weights and workers > 1 and hasattr(os, "fork") else None
+    # Converting weights takes one CPU; the module is rendered on another meanwhile.
+    rendering = Forked(lambda: render(translation, npz_name)) if args.weights and _cpus() > 1 and hasattr(os, "fork") else None
     pending: list[tuple[Path, Path]] = []
     try:
         if mean is not None:
@@ -168,7 +167,7 @@ def run(argv: list[str] | None = None) -> int:
                 write_npz(translation, args.weights, tmp, warn=lambda m: print(f"caffe2py: warning: {m}", file=sys.stderr), progress=_progress(args.weights))
 
             pending.append((write_atomically(npz, fill=fill), npz))
-        source = (rendering.result() if rendering else render(translation, npz_name, workers=workers)).encode("utf-8")
+        source = (rendering.result() if rendering else render(translation, npz_name)).encode("utf-8")
         if output is not None:
             pending.append((write_atomically(output, source), output))
     except BaseException:
@@ -183,13 +182,12 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _workers() -> int:
-    """Black runs in two processes where this one may use two CPUs (black is most of a translation)."""
+def _cpus() -> int:
+    """The CPUs this process may run on."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(2, cpus)
+        return os.cpu_count() or 1
 
 
 def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namespace]) -> int:
@@ -210,12 +208,11 @@ def _sync(args: argparse.Namespace, options_for: Callable[[str], argparse.Namesp
         out_dir.mkdir(parents=True, exist_ok=True)
     changed = failed = False
     means: dict[Path, tuple[str, bytes]] = {}  # the mean .npy each written path gets, and from which prototxt
-    workers = _workers()
     for source, module in jobs:
         try:
             # The npz name the module's docstring mentions, as `caffe2py a.prototxt -o a.py` gives it.
             translation = _translate(options_for(source), source)
-            new = render(translation, module.with_suffix(".npz").name, workers=workers).encode("utf-8")
+            new = render(translation, module.with_suffix(".npz").name).encode("utf-8")
             outputs = [(module, new)]
             mean = mean_npy(translation)
             if mean is not None:

@@ -1,18 +1,13 @@
-"""Black formatting of a generated module: lines pre-wrapped as black wraps them, halves formatted in parallel."""
+"""Lines of a generated module pre-wrapped as black wraps them, so that black formats it in one pass."""
 
 from __future__ import annotations
 
-import os
-
-from .forked import Forked
 from .pysource import Source
 
 LINE_LENGTH = 88  # black's default, which the generated modules keep
-# Stands before each statement of build_model() in the rendered text, so that the module can be cut
-# between two statements; no generated line can start with it (strings and comments are escaped).
+# Separates the long lines given to black together (see prewrap); no generated line can start with it
+# (strings and comments are escaped).
 STATEMENT = "    # caffe2py: statement\n"
-# Below this many characters a second process costs more than it saves.
-PARALLEL_MIN = 20_000
 
 
 def wrap_call(head: str, args: list[str], call: str) -> Source:
@@ -69,31 +64,3 @@ def prewrap(body: list[Source], black, mode) -> list[Source]:
     for i, piece in zip(long, text.split(STATEMENT)[1:]):
         out[i] = Source(piece[4:].rstrip("\n"))
     return out
-
-
-def format_module(text: str, black, mode, workers: int = 1) -> str:
-    """Black's formatting of ``text``, whose build_model() statements each follow a STATEMENT line.
-
-    With two workers the module is cut between two statements near its middle and the halves are
-    formatted at once, the second in a forked process; black formats each statement on its own,
-    so the joined halves are byte for byte what one call gives (the corpus test checks it).
-    """
-    parts = text.split(STATEMENT)
-    if workers < 2 or len(parts) < 3 or len(text) < PARALLEL_MIN or not hasattr(os, "fork"):
-        return black.format_str("".join(parts), mode=mode)
-    # Black's time goes with the text's length, though the constants before build_model() (BLOBS)
-    # cost it about half as much per character as the layer calls.
-    costs = [len(parts[0]) / 2] + [len(part) for part in parts[1:]]
-    half, size, cut = sum(costs) / 2, 0.0, 0
-    for cut, cost in enumerate(costs[:-1]):
-        size += cost
-        if size >= half:
-            break
-    first, second = "".join(parts[: cut + 1]), "def f():\n" + "".join(parts[cut + 1 :])
-    child = Forked(lambda: black.format_str(second, mode=mode))
-    try:
-        head = black.format_str(first, mode=mode)
-    except BaseException:
-        child.close()
-        raise
-    return head + child.result().split("\n", 1)[1]

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from .blocks import Block, blob_rules, fold
-from .formatting import LINE_LENGTH, STATEMENT, format_module, prewrap, split_at_brackets, wrap_call
+from .formatting import LINE_LENGTH, prewrap, split_at_brackets, wrap_call
 from .ir import Statement, Translation, channels_last
 from .preprocess import present as preprocess_fields
 from .pysource import (
@@ -425,15 +425,15 @@ def black_mode(black):
 
 
 def unformatted(t: Translation, npz_name: str, black, mode) -> str:
-    """The rendered module before black: statements of build_model() pre-wrapped, each after a STATEMENT line."""
+    """The rendered module before black, its lines already wrapped as black wraps them."""
     fields = present(t, npz_name)
-    fields["body"] = [Source(STATEMENT.lstrip() + "    " + line) for line in prewrap(fields["body"], black, mode)]
+    fields["body"] = prewrap(fields["body"], black, mode)
     return _environment().get_template("module.py.jinja").render(**fields)
 
 
-def render(t: Translation, npz_name: str = "weights.npz", workers: int = 1) -> str:
-    """The formatted module text for ``t``; ``workers=2`` formats it in two processes (see format_module)."""
+def render(t: Translation, npz_name: str = "weights.npz") -> str:
+    """The formatted module text for ``t``: black's, in one pass (black stops after a pass that changes nothing)."""
     import black
 
     mode = black_mode(black)
-    return format_module(unformatted(t, npz_name, black, mode), black, mode, workers)
+    return black.format_str(unformatted(t, npz_name, black, mode), mode=mode)
