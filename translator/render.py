@@ -122,9 +122,9 @@ def chained(statements: list[Statement | str], kept: set[str]) -> list[Statement
 
 def _shape_doc(t: Translation) -> str:
     single = len(t.inputs) == 1
-    what = "input_shape: (height, width, channels) of the input" if single else (
-        "input_shapes: {input blob: (height, width, channels)}"
-    )
+    # A 5-D clip (C3D's N x C x L x H x W) has its length first.
+    axes = "length, height, width, channels" if all(len(i.shape) == 5 for i in t.inputs) else "height, width, channels"
+    what = f"input_shape: ({axes}) of the input" if single else f"input_shapes: {{input blob: ({axes})}}"
     if any(d is None for i in t.inputs for d in i.shape[2:]):
         return f"{what}; height and width may be None (any size)."
     if not _guarded(t):
