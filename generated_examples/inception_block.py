@@ -136,14 +136,11 @@ class CaffePooling2D(layers.Layer):
     ):
         super().__init__(**kwargs)
         self.method = method
-        self.pool_size = self._pair(pool_size)
-        self.strides = self._pair(strides)
-        self.padding = self._pair(padding)
+        self.pool_size, self.strides, self.padding = (
+            (v, v) if isinstance(v, int) else tuple(v)
+            for v in (pool_size, strides, padding)
+        )
         self.ceil_mode = ceil_mode
-
-    @staticmethod
-    def _pair(value):
-        return (value, value) if isinstance(value, int) else tuple(value)
 
     def _out(self, size, axis):
         k, s, p = self.pool_size[axis], self.strides[axis], self.padding[axis]
@@ -163,59 +160,34 @@ class CaffePooling2D(layers.Layer):
         return (n, h, w, c)
 
     def call(self, x):
-        h, w = x.shape[1], x.shape[2]
-        if isinstance(h, int) and isinstance(w, int):
-            return self._call_static(x, h, w)
-        (ph, pw), (sh, sw) = self.padding, self.strides
-        # Room on the bottom/right for the ceil-mode overhang; the surplus output is cut below.
-        eh, ew = (sh - 1, sw - 1) if self.ceil_mode else (0, 0)
-        pads = [[0, 0], [ph, ph + eh], [pw, pw + ew], [0, 0]]
-        if self.method == "max":
-            padded = ops.pad(x, pads, constant_values=float("-inf"))
-            y = ops.max_pool(padded, self.pool_size, self.strides, padding="valid")
-        else:
-            total = ops.average_pool(
-                ops.pad(x, pads), self.pool_size, self.strides, padding="valid"
+        size = ops.shape(x)[1:3]
+        out = [self._out(size[a], a) for a in (0, 1)]
+        (kh, kw), (sh, sw), (ph, pw) = self.pool_size, self.strides, self.padding
+        # Padded as far as the last window reaches where the size is known, as far as any can else.
+        known = all(isinstance(n, int) for n in size)
+        ends = [
+            max((o - 1) * s + k - n - p, 0) if known else p + (s - 1) * self.ceil_mode
+            for o, n, k, s, p in zip(
+                out, size, self.pool_size, self.strides, self.padding
             )
-            # 1 where Caffe counts a position (image and padding), 0 on the overhang.
-            caffe_pads = [[0, 0], [ph, ph], [pw, pw], [0, 0]]
-            inside = ops.pad(ops.ones_like(x[..., :1]), caffe_pads, constant_values=1.0)
-            inside = ops.pad(inside, [[0, 0], [0, eh], [0, ew], [0, 0]])
-            counted = ops.average_pool(inside, self.pool_size, self.strides, "valid")
-            # A window wholly on the overhang sums nothing: Caffe's 0 (its divisor is <= 0 there).
-            y = ops.divide_no_nan(total, counted)
-        shape = ops.shape(x)
-        return y[:, : self._out(shape[1], 0), : self._out(shape[2], 1), :]
-
-    def _call_static(self, x, h, w):
-        # The size is known while tracing: pad exactly what Caffe's windows reach.
-        (kh, kw), (ph, pw) = self.pool_size, self.padding
-        out = (self._out(h, 0), self._out(w, 1))
-        rows = np.arange(out[0]) * self.strides[0] - ph
-        cols = np.arange(out[1]) * self.strides[1] - pw
-        after = (max(rows[-1] + kh - h, 0), max(cols[-1] + kw - w, 0))
-        pads = [[0, 0], [ph, after[0]], [pw, after[1]], [0, 0]]
-        padded = ph or pw or any(after)
-        if self.method == "max":
-            if padded:
-                x = ops.pad(x, pads, constant_values=float("-inf"))
-            y = ops.max_pool(x, self.pool_size, self.strides, padding="valid")
-        else:
-            if padded:
-                x = ops.pad(x, pads)
-            y = ops.average_pool(x, self.pool_size, self.strides, padding="valid")
-            # Caffe divides by the window clipped to the padded input.
-            tall = np.minimum(rows + kh, h + ph) - rows
-            wide = np.minimum(cols + kw, w + pw) - cols
-            if (tall != kh).any() or (wide != kw).any():
-                # A window wholly on the overhang sums nothing: Caffe's 0 there.
-                inside = np.outer(tall > 0, wide > 0)
-                counted = np.where(inside, np.outer(tall, wide), 1)
-                factor = np.where(inside, kh * kw / counted, 0.0)[None, :, :, None]
-                y = y * ops.convert_to_tensor(factor, y.dtype)
-        if tuple(y.shape[1:3]) != out:
+        ]
+        pads = [[0, 0], [ph, ends[0]], [pw, ends[1]], [0, 0]]
+        if ph or pw or any(ends):
+            x = ops.pad(
+                x, pads, constant_values=float("-inf") if self.method == "max" else 0.0
+            )
+        pool = ops.max_pool if self.method == "max" else ops.average_pool
+        y = pool(x, self.pool_size, self.strides, padding="valid")
+        if not known:
             y = y[:, : out[0], : out[1], :]
-        return y
+        if self.method == "max":
+            return y
+        # Caffe divides by the window clipped to the padded input (0 on a window wholly outside).
+        tall = ops.clip(size[0] + 2 * ph - ops.arange(out[0]) * sh, 0, kh)
+        wide = ops.clip(size[1] + 2 * pw - ops.arange(out[1]) * sw, 0, kw)
+        counted = ops.cast(tall[:, None] * wide[None, :], y.dtype)
+        factor = ops.where(counted > 0, kh * kw / ops.maximum(counted, 1), 0)
+        return y * factor[None, :, :, None]
 
     def get_config(self):
         config = super().get_config()

@@ -9,7 +9,7 @@ Keras layer outputs it and which Caffe axis each of its Keras axes holds. Weight
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 INPUT_SHAPE = (56, 56, 32)  # Caffe 1x32x56x56
 
@@ -99,62 +99,7 @@ def _layers_with_weights(model):
 
 
 class CaffeBatchNorm(layers.BatchNormalization):
-    """Caffe's BatchNorm (with the Scale that follows it as gamma and beta), in training as Caffe trains it.
-
-    use_global_stats=True (Caffe's default in the TEST phase): the stored statistics, in training too,
-    and training never changes them. use_global_stats=False: training normalizes with the batch's
-    mean and biased variance, and updates the running statistics as Caffe does. Caffe keeps sums
-    S_mean, S_var and a factor S (the statistics are S_mean / S, S_var / S): per batch of m values
-    per channel, S <- f * S + 1, S_mean <- f * S_mean + mean, S_var <- f * S_var + m / (m - 1) * var
-    (f: moving_average_fraction); scale_factor holds S. Inference uses the running statistics.
-    """
-
-    def __init__(self, use_global_stats=True, moving_average_fraction=0.999, **kwargs):
-        super().__init__(**kwargs)
-        self.use_global_stats = use_global_stats
-        self.moving_average_fraction = moving_average_fraction
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        if not self.use_global_stats:
-            self.scale_factor = self.add_weight(
-                shape=(), initializer="ones", trainable=False, name="scale_factor"
-            )
+    """Caffe's BatchNorm with use_global_stats: the stored statistics, in training too (never updated)."""
 
     def call(self, inputs, training=None, mask=None):
-        if self.use_global_stats or not training:
-            return super().call(inputs, training=False)
-        rank = len(inputs.shape)
-        axis = self.axis % rank
-        others = [a for a in range(rank) if a != axis]
-        shape = [1] * rank
-        shape[axis] = -1
-        mean = ops.mean(inputs, axis=others)
-        centred = inputs - ops.reshape(mean, shape)
-        variance = ops.mean(ops.square(centred), axis=others)
-        count = 1
-        for a in others:
-            count = count * ops.shape(inputs)[a]
-        count = ops.cast(count, variance.dtype)
-        correction = ops.where(count > 1, count / ops.maximum(count - 1, 1), 1)
-        kept = self.scale_factor * self.moving_average_fraction
-        factor = kept + 1
-        self.moving_mean.assign((self.moving_mean * kept + mean) / factor)
-        self.moving_variance.assign(
-            (self.moving_variance * kept + variance * correction) / factor
-        )
-        self.scale_factor.assign(factor)
-        y = centred * ops.reshape(ops.rsqrt(variance + self.epsilon), shape)
-        if self.scale:
-            y = y * ops.reshape(self.gamma, shape)
-        if self.center:
-            y = y + ops.reshape(self.beta, shape)
-        return y
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            use_global_stats=self.use_global_stats,
-            moving_average_fraction=self.moving_average_fraction,
-        )
-        return config
+        return super().call(inputs, training=False, mask=mask)

@@ -21,6 +21,7 @@ layer { name: "bn1" type: "BatchNorm" bottom: "c1" top: "b1"
   batch_norm_param { use_global_stats: false moving_average_fraction: 0.8 eps: 0.001 } }
 layer { name: "scale1" type: "Scale" bottom: "b1" top: "b1" scale_param { bias_term: true } }
 layer { name: "bn2" type: "BatchNorm" bottom: "b1" top: "b2" batch_norm_param { use_global_stats: true } }
+layer { name: "scale2" type: "Scale" bottom: "b2" top: "b2" scale_param { bias_term: true } }
 """
 
 
@@ -31,6 +32,7 @@ def _weights(rng):
         ("bn1", "BatchNorm", [s.copy() for s in stats]),
         ("scale1", "Scale", [rng.uniform(0.5, 2, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)]),
         ("bn2", "BatchNorm", stats),
+        ("scale2", "Scale", [rng.uniform(0.5, 2, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)]),
     ]
 
 
@@ -56,7 +58,7 @@ def test_lr_mult_zero_freezes_one_variable_and_says_why(net):
     assert "# Variables Caffe never updates" in source
     model = module.build_model()
     trainable = {v.path for v in model.trainable_variables}
-    assert trainable == {"conv1/bias", "bn1/gamma", "bn1/beta"}
+    assert trainable == {"conv1/bias", "bn1/gamma", "bn1/beta", "bn2/gamma", "bn2/beta"}
     assert module.build_model(outputs=["c1"]).get_layer("conv1").kernel.trainable is False
 
 
@@ -71,6 +73,7 @@ def test_batchnorm_statistics_follow_caffe_in_training(net):
     gamma = model.get_layer("bn1").gamma.numpy().copy()
     bn2 = model.get_layer("bn2")
     frozen_stats = bn2.moving_mean.numpy().copy(), bn2.moving_variance.numpy().copy()
+    bn2_gamma = bn2.gamma.numpy().copy()
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     # Caffe's BatchNorm blobs: S_mean, S_var, S (the statistics are S_mean / S and S_var / S).
     s_mean, s_var, (s,) = (b.astype(np.float64) for b in weights[1][2])
@@ -93,9 +96,14 @@ def test_batchnorm_statistics_follow_caffe_in_training(net):
     want = (c1 - c1.mean((0, 1, 2))) / np.sqrt(c1.var((0, 1, 2)) + 0.001) * bn1.gamma.numpy() + bn1.beta.numpy()
     got = keras.Model(model.input, model.get_layer("bn1").output)(x, training=True)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+    # use_global_stats: true normalizes with the stored statistics in training too.
+    b1 = np.asarray(got, np.float64)
+    want = (b1 - bn2.moving_mean.numpy()) / np.sqrt(bn2.moving_variance.numpy() + 1e-5) * bn2.gamma.numpy() + bn2.beta.numpy()
+    np.testing.assert_allclose(np.asarray(model(x, training=True)), want, rtol=1e-4, atol=1e-4)
     # lr_mult 0 and use_global_stats: true are never changed by training.
     np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), kernel)
     assert not np.array_equal(model.get_layer("bn1").gamma.numpy(), gamma)
+    assert not np.array_equal(bn2.gamma.numpy(), bn2_gamma)  # a fused Scale trains either way
     np.testing.assert_array_equal(bn2.moving_mean.numpy(), frozen_stats[0])
     np.testing.assert_array_equal(bn2.moving_variance.numpy(), frozen_stats[1])
 
@@ -105,8 +113,8 @@ def test_batchnorm_default_follows_the_phase(tmp_path):
 
     path = tmp_path / "net.prototxt"
     path.write_text(NET.replace("use_global_stats: false ", ""))
-    assert "use_global_stats=False," not in translate_to_source(path)
-    assert "use_global_stats=False," in translate_to_source(path, phase="TRAIN")
+    assert "CaffeBatchStatsNorm" not in translate_to_source(path)
+    assert "CaffeBatchStatsNorm(moving_average_fraction=0.8," in translate_to_source(path, phase="TRAIN")
 
 
 # -- --solver: the real-Caffe training runs ------------------------------------------------------

@@ -56,6 +56,12 @@ def helper_names() -> frozenset[str]:
     return frozenset(p.name.split(".")[0] for p in (templates_dir() / "helpers").glob("*.py.jinja"))
 
 
+@lru_cache(maxsize=64)
+def helper_text(name: str) -> str:
+    """The source of helper template ``name``."""
+    return (templates_dir() / "helpers" / f"{name}.py.jinja").read_text()
+
+
 def _only_source(value: Any) -> Source:
     # Every value printed by a template must come from pysource: untrusted text never gets in raw.
     if isinstance(value, Source):
@@ -254,7 +260,7 @@ def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
 FUSED = "A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it."
 
 
-BATCH_NORMS = {"layers.BatchNormalization", "CaffeBatchNorm"}
+BATCH_NORMS = {"layers.BatchNormalization", "CaffeBatchNorm", "CaffeBatchStatsNorm"}
 
 
 def _fuses(statements) -> bool:
@@ -388,6 +394,7 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "blob_rules": [_blob_rule(block, entries) for block, entries in rules],
         "nhwc": literal(NHWC_AXES) if NHWC_AXES in axes else None,
         "helpers": t.helpers,
+        "uses_ops": any("ops." in helper_text(h) for h in t.helpers),
         "stubs": [
             {
                 "class_name": Source(name),

@@ -12,6 +12,7 @@ from .registry import layer
 
 WITHIN_CHANNEL = LRNParameter.WITHIN_CHANNEL
 KERAS_EPSILON = 0.001  # BatchNormalization's default
+CAFFE_FRACTION = 0.999  # moving_average_fraction's default, CaffeBatchStatsNorm's too
 
 
 @layer("LRN")
@@ -63,15 +64,17 @@ def batch_norm(ctx: LayerContext) -> None:
         kwargs["epsilon"] = p.eps
     # Caffe's default: the stored statistics in the TEST phase, the batch's in TRAIN.
     global_stats = p.use_global_stats if p.HasField("use_global_stats") else ctx.phase == "TEST"
-    if not global_stats:
-        kwargs.update(use_global_stats=False, moving_average_fraction=p.moving_average_fraction)
+    if not global_stats and float_literal(p.moving_average_fraction) != float_literal(CAFFE_FRACTION):
+        kwargs["moving_average_fraction"] = p.moving_average_fraction
     bias = scale is not None and scale.param.scale_param.bias_term
     if scale is None:
         kwargs.update(center=False, scale=False)
     elif not bias:
         kwargs["center"] = False
     # A fused Scale is said once, in the docstring of the function holding its BatchNormalization.
-    target, producer = ctx.call(ctx.helper("CaffeBatchNorm"), inputs=x, **kwargs)
+    # Only batch statistics need Caffe's moving averages; the stored ones never move, in training too.
+    helper = ctx.helper("CaffeBatchNorm" if global_stats else "CaffeBatchStatsNorm")
+    target, producer = ctx.call(helper, inputs=x, **kwargs)
     if scale is not None:
         ctx.expect_blobs((channels,), *([(channels,)] if bias else []), layer=scale)
         ctx.weight(producer, "gamma", lambda b: layout.vector(b[0]), source=scale)
