@@ -131,71 +131,56 @@ class CaffePooling2D(layers.Layer):
     the window clipped to the padded input: padding counts, the ceil-mode overhang does not.
     """
 
-    def __init__(
-        self, method, pool_size, strides=1, padding=0, ceil_mode=True, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.method = method
+    def __init__(self, method, pool_size, strides=1, padding=0, ceil_mode=True, **kw):
+        super().__init__(**kw)
+        self.method, self.ceil_mode = method, ceil_mode
         self.pool_size, self.strides, self.padding = (
             (v, v) if isinstance(v, int) else tuple(v)
             for v in (pool_size, strides, padding)
         )
-        self.ceil_mode = ceil_mode
 
     def _out(self, size, axis):
         k, s, p = self.pool_size[axis], self.strides[axis], self.padding[axis]
         span = size + 2 * p - k
         out = -(-span // s) + 1 if self.ceil_mode else span // s + 1
-        starts_in_padding = (out - 1) * s >= size + p
-        if p == 0:
-            return out
-        if isinstance(starts_in_padding, bool):
-            return out - int(starts_in_padding)
-        return out - ops.cast(starts_in_padding, "int32")
+        if p == 0 or isinstance(size, int):
+            return out - int(p > 0 and (out - 1) * s >= size + p)
+        return out - ops.cast((out - 1) * s >= size + p, "int32")
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
-        h = None if h is None else self._out(h, 0)
-        w = None if w is None else self._out(w, 1)
-        return (n, h, w, c)
+        out = [None if v is None else self._out(v, a) for a, v in enumerate((h, w))]
+        return (n, *out, c)
 
     def call(self, x):
         size = ops.shape(x)[1:3]
         out = [self._out(size[a], a) for a in (0, 1)]
-        (kh, kw), (sh, sw), (ph, pw) = self.pool_size, self.strides, self.padding
+        k, s, p = self.pool_size, self.strides, self.padding
         # Padded as far as the last window reaches where the size is known, as far as any can else.
         known = all(isinstance(n, int) for n in size)
-        ends = [
-            max((o - 1) * s + k - n - p, 0) if known else p + (s - 1) * self.ceil_mode
-            for o, n, k, s, p in zip(
-                out, size, self.pool_size, self.strides, self.padding
-            )
-        ]
-        pads = [[0, 0], [ph, ends[0]], [pw, ends[1]], [0, 0]]
-        if ph or pw or any(ends):
-            x = ops.pad(
-                x, pads, constant_values=float("-inf") if self.method == "max" else 0.0
-            )
+        if known:
+            ends = [max((out[a] - 1) * s[a] + k[a] - size[a] - p[a], 0) for a in (0, 1)]
+        else:
+            ends = [p[a] + (s[a] - 1) * self.ceil_mode for a in (0, 1)]
+        if any(p) or any(ends):
+            fill = float("-inf") if self.method == "max" else 0.0
+            pads = [[0, 0], [p[0], ends[0]], [p[1], ends[1]], [0, 0]]
+            x = ops.pad(x, pads, constant_values=fill)
         pool = ops.max_pool if self.method == "max" else ops.average_pool
-        y = pool(x, self.pool_size, self.strides, padding="valid")
+        y = pool(x, k, s, padding="valid")
         if not known:
             y = y[:, : out[0], : out[1], :]
         if self.method == "max":
             return y
         # Caffe divides by the window clipped to the padded input (0 on a window wholly outside).
-        tall = ops.clip(size[0] + 2 * ph - ops.arange(out[0]) * sh, 0, kh)
-        wide = ops.clip(size[1] + 2 * pw - ops.arange(out[1]) * sw, 0, kw)
+        tall, wide = (
+            ops.clip(size[a] + 2 * p[a] - ops.arange(out[a]) * s[a], 0, k[a])
+            for a in (0, 1)
+        )
         counted = ops.cast(tall[:, None] * wide[None, :], y.dtype)
-        factor = ops.where(counted > 0, kh * kw / ops.maximum(counted, 1), 0)
+        factor = ops.where(counted > 0, k[0] * k[1] / ops.maximum(counted, 1), 0)
         return y * factor[None, :, :, None]
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            method=self.method,
-            pool_size=self.pool_size,
-            strides=self.strides,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
-        )
-        return config
+        names = ("method", "pool_size", "strides", "padding", "ceil_mode")
+        return {**super().get_config(), **{n: getattr(self, n) for n in names}}

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class Result:
     worst_error: float = 0.0
     seconds: float = 0.0
     reason: str = ""
+    renderings: int = 1  # 2 where the --flat module, of other text, was compared too
     failures: list[str] = field(default_factory=list)
 
 
@@ -52,8 +54,13 @@ def case_files(case: str, workdir: Path) -> tuple[dict, Path, dict[str, np.ndarr
     return spec, workdir / "weights.caffemodel", inputs
 
 
-def run_case(case: str, *, fully_conv: bool = False, inference: bool = False, prototxt: Path | None = None) -> Result:
-    """Translate, convert, run and compare one oracle case (``inference``: in the --inference rendering)."""
+def run_case(
+    case: str, *, fully_conv: bool = False, inference: bool = False, flat: bool = False, prototxt: Path | None = None
+) -> Result:
+    """Translate, convert, run and compare one oracle case (``inference``: in the --inference rendering).
+
+    ``flat``: the --flat module too, where its text differs (same weights file); its failures say so.
+    """
     from caffe2py.convert import translate
     from caffe2py.emit import Options
     from caffe2py.errors import TranslationError
@@ -69,7 +76,11 @@ def run_case(case: str, *, fully_conv: bool = False, inference: bool = False, pr
             translation = translate(net, options=Options(fully_conv=fully_conv, inference=inference))
         except TranslationError as exc:
             return Result(case, "unsupported", reason=str(exc))
-        module = load_module(render(translation, "weights.npz"))
+        sources = {"": render(translation, "weights.npz")}
+        if flat:
+            text = render(dataclasses.replace(translation, flat=True), "weights.npz")
+            if text != sources[""]:
+                sources["--flat: "] = text
         write_npz(translation, weights, workdir / "weights.npz")
         expected = np.load(CASES / case / "expected.npz")
         # Inputs the case fixes rather than draws (a recurrent net's cont indicators).
@@ -79,40 +90,48 @@ def run_case(case: str, *, fully_conv: bool = False, inference: bool = False, pr
         arg = next(iter(shapes.values())) if len(shapes) == 1 else shapes
         if fully_conv:
             arg = (None, None, arg[-1]) if len(shapes) == 1 else {k: (None, None, v[-1]) for k, v in shapes.items()}
-        names = [b for b, (_, axes) in module.BLOBS.items() if axes is not None]
-        model = module.build_model(arg, outputs=names)
-        module.load_weights(model, workdir / "weights.npz")
         feed = [np.transpose(inputs[name], axes) for name, axes in layouts.items()]
-        values = model.predict(feed if len(feed) > 1 else feed[0], verbose=0, batch_size=len(feed[0]))
-        values = values if isinstance(values, list) else [values]
-        result = Result(case, "pass")
-        for name, value in zip(names, values):
-            caffe = to_caffe(value, module.BLOBS[name][1])
-            checks = []
-            if f"out/{name}" in expected.files:
-                ref = expected[f"out/{name}"]
-                got = caffe.reshape(ref.shape) if caffe.size == ref.size else None
-                checks.append((ref, got, np.abs(ref).max()))
-            if f"probe/{name}" in expected.files:
-                stats = expected[f"stats/{name}"]
-                index = expected[f"probe_index/{name}"]
-                flat = caffe.reshape(-1)
-                got = flat[index] if flat.size > index.max() else None
-                checks.append((expected[f"probe/{name}"], got, max(abs(stats[2]), abs(stats[3]))))
-            for ref, got, scale in checks:
-                result.blobs += 1
-                if got is None:
-                    result.failures.append(f"{name}: shape {caffe.shape} does not match Caffe's")
-                    continue
-                error = float(np.abs(got - ref).max()) / max(float(scale), 1e-12)
-                if error > result.worst_error:
-                    result.worst, result.worst_error = name, error
-                if error > RELATIVE_TOLERANCE:
-                    result.failures.append(f"{name}: relative error {error:.2e}")
+        result = Result(case, "pass", renderings=len(sources))
+        for label, source in sources.items():
+            module = load_module(source)
+            names = [b for b, (_, axes) in module.BLOBS.items() if axes is not None]
+            model = module.build_model(arg, outputs=names)
+            module.load_weights(model, workdir / "weights.npz")
+            x = feed if len(feed) > 1 else feed[0]
+            # predict() in the default module; the --flat one is called, which costs no tracing.
+            values = model.predict(x, verbose=0, batch_size=len(feed[0])) if not label else model(x, training=False)
+            values = [np.asarray(v) for v in (values if isinstance(values, list) else [values])]
+            _compare(result, label, expected, {name: to_caffe(v, module.BLOBS[name][1]) for name, v in zip(names, values)})
         if result.failures:
             result.status = "FAIL"
         result.seconds = time.perf_counter() - start
         return result
+
+
+def _compare(result: Result, label: str, expected, blobs: dict[str, np.ndarray]) -> None:
+    """Every net output and probe of ``expected`` against the model's blobs, in Caffe's layout."""
+    for name, caffe in blobs.items():
+        checks = []
+        if f"out/{name}" in expected.files:
+            ref = expected[f"out/{name}"]
+            got = caffe.reshape(ref.shape) if caffe.size == ref.size else None
+            checks.append((ref, got, np.abs(ref).max()))
+        if f"probe/{name}" in expected.files:
+            stats = expected[f"stats/{name}"]
+            index = expected[f"probe_index/{name}"]
+            values = caffe.reshape(-1)
+            got = values[index] if values.size > index.max() else None
+            checks.append((expected[f"probe/{name}"], got, max(abs(stats[2]), abs(stats[3]))))
+        for ref, got, scale in checks:
+            result.blobs += 1
+            if got is None:
+                result.failures.append(f"{label}{name}: shape {caffe.shape} does not match Caffe's")
+                continue
+            error = float(np.abs(got - ref).max()) / max(float(scale), 1e-12)
+            if error > result.worst_error:
+                result.worst, result.worst_error = label + name, error
+            if error > RELATIVE_TOLERANCE:
+                result.failures.append(f"{label}{name}: relative error {error:.2e}")
 
 
 def table(results: list[Result]) -> str:

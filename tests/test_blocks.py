@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import pytest
 
@@ -49,3 +51,36 @@ def test_default_and_flat_build_the_same_model(net):
     assert [g[0] for g in got] == [w[0] for w in want]
     for g, w in zip(got, want):
         assert g == w
+
+
+def _triplet(name: str, bottom: str, relu: str, kernel: str) -> str:
+    return (
+        f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"\n'
+        f"  convolution_param {{ num_output: 4 {kernel} }} }}\n"
+        f'layer {{ name: "{name}_bn" type: "BatchNorm" bottom: "{name}" top: "{name}" }}\n'
+        f'layer {{ name: "{relu}" type: "ReLU" bottom: "{name}" top: "{name}" }}\n'
+    )
+
+
+def test_a_unit_leaves_out_the_occurrences_named_otherwise(tmp_path):
+    """Four convolution + BatchNorm + ReLU runs, one whose ReLU is named after another part: three calls.
+
+    Square and 1x7 kernels are one unit (the kernel size is a value that varies).
+    """
+    from caffe2py.convert import translate
+    from caffe2py.render import render
+
+    net = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 12 dim: 12 }\n'
+    net += _triplet("stem_s2", "data", "stem_relu", "kernel_size: 3")
+    net += _triplet("a1", "stem_s2", "a1_relu", "kernel_size: 3")
+    net += _triplet("a2", "a1", "a2_relu", "kernel_h: 1 kernel_w: 3")
+    net += _triplet("a3", "a2", "a3_relu", "kernel_size: 1")
+    (tmp_path / "net.prototxt").write_text(net)
+    translation = translate(tmp_path / "net.prototxt")
+    default = render(translation)
+    assert default.count('_block(') == 4  # the definition and three calls
+    assert 'name="stem_relu"' in default and 'name="a2_relu"' not in default
+    flat = render(dataclasses.replace(translation, flat=True))
+    want = _structure(load_module(flat).build_model())
+    keras.backend.clear_session()
+    assert _structure(load_module(default).build_model()) == want

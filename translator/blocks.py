@@ -113,12 +113,17 @@ def _defaults(s: Statement) -> dict:
     return CONV_DEFAULTS if s.callee in CONVOLUTIONS else {}
 
 
+def _kind(value: object) -> str:
+    """What an argument is, for matching: a kernel size 3 and (1, 7) are alike, a size and a string not."""
+    return "number" if isinstance(value, (int, float, tuple)) and not isinstance(value, bool) else type(value).__name__
+
+
 def _local_sig(item: _Item) -> tuple:
     s = item.stmt
     if s.callee == GUARD:  # it reads build_model()'s input_shape: never inside a block function
         return (GUARD, id(s))
     defaults = _defaults(s)
-    args = tuple(repr(a) if _fixed(a) else type(a).__name__ for a in s.args)
+    args = tuple(repr(a) if _fixed(a) else _kind(a) for a in s.args)
     kwargs = tuple(
         (k, repr(v) if _fixed(v) else "") for k, v in s.kwargs if k != "name" and k not in defaults
     )
@@ -188,11 +193,14 @@ def _best_unit(items: list[_Item], kept: set[str]) -> _Unit | None:
         if len(chosen) >= 2 and _saving(len(chosen), length) > 0:
             candidates.append((_saving(len(chosen), length), length, chosen))
     candidates.sort(key=lambda c: (-c[0], -c[1], c[2][0]))
+    best = None
     for bound, length, starts in candidates:
+        if best is not None and bound <= best.saving:
+            break  # a unit may keep fewer occurrences than its bound counts: the next ones may save more
         unit = _check(items, starts, length, signature, last_use, producers)
-        if unit is not None:
-            return unit
-    return None
+        if unit is not None and (best is None or unit.saving > best.saving):
+            best = unit
+    return best
 
 
 def _disjoint(starts: list[int], length: int) -> list[int]:
@@ -214,6 +222,14 @@ def _check(items, starts, length, signature, last_use, producers) -> _Unit | Non
     starts = [s for s in starts if s == starts[0] or signature(s, length) == first]
     if len(starts) < 2:
         return None
+    names = [[items[s + u].name for u in range(length)] for s in starts]
+    naming = _naming(names)
+    if naming is None:  # the occurrences whose names follow one pattern, if some do
+        kept = _named_alike(names)
+        starts = [starts[i] for i in kept]
+        naming = _naming([names[i] for i in kept]) if len(kept) >= 2 else None
+    if naming is None:
+        return None
     outputs = None
     for s in starts:
         outs = [
@@ -227,9 +243,6 @@ def _check(items, starts, length, signature, last_use, producers) -> _Unit | Non
         elif outs != outputs:
             return None
     if not outputs or len(outputs) > MAX_OUTPUTS:
-        return None
-    naming = _naming([[items[s + u].name for u in range(length)] for s in starts])
-    if naming is None:
         return None
     prefixes, suffixes, parts = naming
     slots, values = _parameters(items, starts, length)
@@ -285,6 +298,23 @@ def _naming(names: list[list[str]]):
     if parts is None or not all(parts) or len(set(parts)) != len(parts):
         return None
     return prefixes, suffixes, parts
+
+
+def _named_alike(names: list[list[str]]) -> list[int]:
+    """The largest group of occurrences whose other names hold the first one at the same place.
+
+    Each layer of a unit named ``conv + "_bn"``, ``conv + "_relu"`` in most occurrences and otherwise
+    in a few: the few are left out rather than the unit.
+    """
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, occurrence in enumerate(names):
+        head = occurrence[0]
+        key = []
+        for name in occurrence[1:]:
+            at = name.find(head) if head else -1
+            key.append((name[:at], name[at + len(head) :]) if at >= 0 else None)
+        groups[tuple(key)].append(i)
+    return max(groups.values(), key=len)
 
 
 def _arguments(stmt: Statement) -> dict:
