@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+# The module's helpers are registered under this name, for keras.models.load_model (safe mode).
+PACKAGE = "caffe2py_inception_block_ac0b5ce5"
+
 INPUT_SHAPE = (28, 28, 192)  # Caffe 1x192x28x28
 
 
@@ -123,6 +126,7 @@ def _layers_with_weights(model):
             yield layer
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffePooling2D(layers.Layer):
     """Pooling exactly as Caffe does it, where no Keras padding mode matches.
 

@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import layers
 
+# The module's helpers are registered under this name, for keras.models.load_model (safe mode).
+PACKAGE = "caffe2py_mobilenet_block_f1a21afa"
+
 INPUT_SHAPE = (56, 56, 32)  # Caffe 1x32x56x56
 
 
@@ -98,6 +101,7 @@ def _layers_with_weights(model):
             yield layer
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffeBatchNorm(layers.BatchNormalization):
     """Caffe's BatchNorm with use_global_stats: the stored statistics, in training too (never updated)."""
 

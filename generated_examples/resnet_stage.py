@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import layers
 
+# The module's helpers are registered under this name, for keras.models.load_model (safe mode).
+PACKAGE = "caffe2py_resnet_stage_d978170e"
+
 INPUT_SHAPE = (16, 16, 32)  # Caffe 1x32x16x16
 
 
@@ -116,6 +119,7 @@ def _layers_with_weights(model):
             yield layer
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffeBatchNorm(layers.BatchNormalization):
     """Caffe's BatchNorm with use_global_stats: the stored statistics, in training too (never updated)."""
 

@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+# The module's helpers are registered under this name, for keras.models.load_model (safe mode).
+PACKAGE = "caffe2py_simple_ac666f60"
+
 INPUT_SHAPE = (1280, 1280, 3)  # Caffe 1x3x1280x1280
 
 
@@ -92,6 +95,7 @@ def _layers_with_weights(model):
             yield layer
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffePooling2D(layers.Layer):
     """Pooling exactly as Caffe does it, where no Keras padding mode matches.
 
@@ -155,6 +159,7 @@ class CaffePooling2D(layers.Layer):
         return {**super().get_config(), **{n: getattr(self, n) for n in names}}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class LRN(layers.Layer):
     """Caffe's local response normalization (it is not BatchNorm).
 
@@ -204,14 +209,21 @@ class LRN(layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def slice_axis(t, start, stop, axis=-1):
+    """t cut to [start, stop) along one axis (stop None: to its end): a channel group, or a top of Slice."""
+    index = [slice(None)] * len(t.shape)
+    index[axis] = slice(start, stop)
+    return t[tuple(index)]
+
+
 def grouped_conv(x, groups, filters, kernel_size, name, **kwargs):
     """Caffe's convolution with `group`: a channel split, one Conv2D per group, Concatenate."""
     size = x.shape[-1] // groups
     parts = []
     for g in range(groups):
-        part = layers.Lambda(
-            lambda t, g=g: t[..., g * size : (g + 1) * size], name=f"{name}_split{g}"
-        )(x)
+        bounds = {"start": g * size, "stop": (g + 1) * size}
+        part = layers.Lambda(slice_axis, arguments=bounds, name=f"{name}_split{g}")(x)
         conv = layers.Conv2D(
             filters // groups, kernel_size, name=f"{name}_g{g}", **kwargs
         )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .ir import Statement
-from .pysource import CHAIN, GUARD, Code, Names, SliceLambda, Source, Template
+from .pysource import CHAIN, GUARD, Code, Names, Source, Template
 
 MAX_LENGTH = 64  # statements in one unit
 MAX_INPUTS = 4  # tensors a unit reads from outside
@@ -106,7 +106,7 @@ def fold(
 
 def _fixed(value: object) -> bool:
     """Values that are code rather than data: they must be equal in every occurrence."""
-    return isinstance(value, (Code, SliceLambda, Source, Template))
+    return isinstance(value, (Code, Source, Template))
 
 
 def _defaults(s: Statement) -> dict:

@@ -29,15 +29,6 @@ class Code:
         return f"Code({self.text!r})"
 
 
-class SliceLambda:
-    """``lambda t: t[..., start:stop]`` on one Keras axis; bounds are literal ints (stop None: to the end)."""
-
-    __slots__ = ("axis", "rank", "start", "stop")
-
-    def __init__(self, axis: int, rank: int, start: int, stop: int | None) -> None:
-        self.axis, self.rank, self.start, self.stop = axis, rank, start, stop
-
-
 def literal(value: object) -> Source:
     """Render a plain value (number, string, tuple, list, dict, None) as a Python literal."""
     if isinstance(value, Source):
@@ -46,10 +37,6 @@ def literal(value: object) -> Source:
         return Source(value.text)
     if isinstance(value, Template):
         return fstring(*value.pieces)
-    if isinstance(value, SliceLambda):
-        bounds = f"{value.start}:{'' if value.stop is None else value.stop}"
-        lead = "..., " if value.axis == value.rank - 1 else ":, " * value.axis
-        return Source(f"lambda t: t[{lead}{bounds}]")
     if value is None or isinstance(value, bool):
         return Source(repr(value))
     if isinstance(value, int):
@@ -217,7 +204,7 @@ NHWC = "NHWC"
 GUARD = "_fixed_size"
 MODULE_NAMES = frozenset(
     {CHAIN, NHWC, "keras", "layers", "ops", "np", "numpy", "build_model", "load_weights", "preprocess", "input_shape",
-     "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "FROZEN", "_freeze", "MULTIPLIERS", "compile_model", "schedule", "optimizer",
+     "input_shapes", "outputs", "model", "picked", "INPUT_SHAPE", "INPUT_SHAPES", "BLOBS", "PACKAGE", "FROZEN", "_freeze", "MULTIPLIERS", "compile_model", "schedule", "optimizer",
      "_layers_with_weights", GUARD, "_pair", "_name", "_i", "int", "float", "tuple", "list", "dict", "len", "range", "print",
      "object", "super", "isinstance", "zip", "sorted", "set", "str", "type", "min", "max", "sum"}
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import textwrap
 from collections import Counter
@@ -56,10 +57,26 @@ def helper_names() -> frozenset[str]:
     return frozenset(p.name.split(".")[0] for p in (templates_dir() / "helpers").glob("*.py.jinja"))
 
 
+# Helpers that make layers inside build_model(): they are not part of a saved model, so not registered.
+BUILDERS = frozenset({"grouped_conv"})
+
+
 @lru_cache(maxsize=64)
 def helper_text(name: str) -> str:
     """The source of helper template ``name``."""
     return (templates_dir() / "helpers" / f"{name}.py.jinja").read_text()
+
+
+def package_name(t: Translation) -> str:
+    """The package the module registers its helpers under: one per net and version of the helpers' code.
+
+    Keras finds a saved model's classes by ``package>name`` in one registry per process; modules of
+    two nets, or of one net by two caffe2py versions whose helpers differ, must not take each other's.
+    """
+    digest = hashlib.sha256(t.source_sha256.encode())
+    for helper in t.helpers:
+        digest.update(helper_text(helper).encode())
+    return f"caffe2py_{Names(prefix='net').clean(t.net_name)[:40]}_{digest.hexdigest()[:8]}"
 
 
 def _only_source(value: Any) -> Source:
@@ -393,8 +410,10 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "blobs": blobs,
         "blob_rules": [_blob_rule(block, entries) for block, entries in rules],
         "nhwc": literal(NHWC_AXES) if NHWC_AXES in axes else None,
-        "helpers": t.helpers,
+        "helpers": [{"name": h, "registered": h not in BUILDERS} for h in t.helpers],
         "uses_ops": any("ops." in helper_text(h) for h in t.helpers),
+        "registered": bool(set(t.helpers) - BUILDERS or (t.stubs and not t.custom_layers)),
+        "package": string(package_name(t)),
         "stubs": [
             {
                 "class_name": Source(name),

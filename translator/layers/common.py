@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import TranslationError
+from ..pysource import Code
 
 
 def hw(values: Sequence[int], h: int, w: int, has_hw: bool, what: str, default: int | None) -> tuple[int, int]:
@@ -39,3 +40,14 @@ def caffe_axis(axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < rank:
         raise TranslationError(f"{what} {axis} is out of range for a {rank}-D blob")
     return axis % rank
+
+
+def slice_call(ctx, tensor, axis: int, start: int, stop: int | None, *, target: str, name: str) -> tuple[str, str]:
+    """``target = tensor[start:stop]`` on Keras ``axis``: a Lambda of the module's registered ``slice_axis``.
+
+    A registered module-level function with its bounds in ``arguments=`` (not a Python lambda) keeps
+    a saved model loadable in Keras' safe mode; ``stop`` None runs to the end of the axis.
+    """
+    arguments = {"start": start, "stop": stop, **({} if axis == -1 else {"axis": axis})}
+    function = Code(ctx.helper("slice_axis"))
+    return ctx.call("layers.Lambda", function, inputs=tensor, target=target, name=name, arguments=arguments)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from .. import layout
 from ..errors import TranslationError
 from ..ir import channels_last
-from ..pysource import Code, SliceLambda
-from .common import compact, hw
+from ..pysource import Code
+from .common import compact, hw, slice_call
 from .context import LayerContext
 from .fold import fold_following
 from .registry import layer
@@ -111,6 +111,7 @@ def convolution(ctx: LayerContext) -> None:
             if bias:
                 ctx.weight(conv_name, "bias", lambda b, g=g: layout.group_slice(layout.vector(b[1]), g, groups))
         if names == [(f"{ctx.keras_name}_split{g}", f"{ctx.keras_name}_g{g}") for g in range(groups)]:
+            ctx.helper("slice_axis")  # grouped_conv's channel split
             helper = ctx.helper("grouped_conv")
             target, producer = ctx.call(helper, groups, filters, compact(kernel), inputs=src, inline=True, comment=folded, **kwargs)
         else:  # a name the helper would make is taken: the same layers, one statement each
@@ -118,8 +119,7 @@ def convolution(ctx: LayerContext) -> None:
             parts = []
             for g, (split_name, conv_name) in enumerate(names):
                 part = ctx.new_var(f"{ctx.top_var()}_g{g}")
-                piece = SliceLambda(3, 4, g * size, (g + 1) * size)
-                ctx.call("layers.Lambda", piece, inputs=src, target=part, name=split_name)
+                slice_call(ctx, src, -1, g * size, (g + 1) * size, target=part, name=split_name)
                 ctx.call(
                     "layers.Conv2D", filters // groups, compact(kernel), inputs=part, target=part, name=conv_name,
                     **kwargs,
@@ -129,7 +129,7 @@ def convolution(ctx: LayerContext) -> None:
     if subsample is not None:
         sh, sw = subsample
         target, producer = ctx.call(
-            "layers.Lambda", Code(f"lambda t: t[:, ::{int(sh)}, ::{int(sw)}, :]"), inputs=target,
-            name=ctx.derived_name("stride"),
+            "layers.Lambda", Code(ctx.helper("subsample")), inputs=target, name=ctx.derived_name("stride"),
+            arguments={"strides": (int(sh), int(sw))},
         )
     ctx.output(0, target, producer, (n, filters, out_h, out_w))

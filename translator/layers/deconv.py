@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from .. import layout
 from ..ir import channels_last
-from ..pysource import SliceLambda
-from .common import compact
+from .common import compact, slice_call
 from .context import LayerContext
 from .conv import conv_geometry
 from .registry import layer
@@ -85,8 +84,8 @@ def deconvolution(ctx: LayerContext) -> None:
             parts = []
             for g in range(groups):
                 part = ctx.new_var(f"{ctx.top_var()}_g{g}")
-                piece = SliceLambda(3, 4, g * part_size, (g + 1) * part_size)
-                ctx.call("layers.Lambda", piece, inputs=x, target=part, name=ctx.derived_name(f"split{g}"))
+                start, stop = g * part_size, (g + 1) * part_size
+                slice_call(ctx, x, -1, start, stop, target=part, name=ctx.derived_name(f"split{g}"))
                 _, name = ctx.call(
                     "layers.Conv2DTranspose", filters // groups, compact(size), inputs=part, target=part,
                     name=ctx.derived_name(f"g{g}"), **kwargs,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Layout, Shape, Tensor, identity
-from ..pysource import SliceLambda
-from .common import caffe_axis, keras_axis
+from .common import caffe_axis, keras_axis, slice_call
 from .context import LayerContext
 from .registry import layer
 
@@ -232,9 +231,7 @@ def slice_(ctx: LayerContext) -> None:
     # The last part of a spatial axis runs to its end, whatever the input size makes it.
     for i, (start, stop) in enumerate(zip([0, *points], [*points, None if axis >= 2 else size])):
         name = ctx.keras_name if i == 0 else ctx.derived_name(str(i))
-        target, producer = ctx.call(
-            "layers.Lambda", SliceLambda(k, x.rank, start, stop), inputs=x, target=ctx.top_var(i), name=name
-        )
+        target, producer = slice_call(ctx, x, keras_axis(k, x.rank), start, stop, target=ctx.top_var(i), name=name)
         shape = list(x.shape)
         end = size if stop is None else stop
         shape[axis] = None if end is None else end - start
