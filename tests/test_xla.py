@@ -29,7 +29,7 @@ TRAINING = {"CaffeLearningRate", "CaffeSolver", "EuclideanLoss", "HingeLoss", "S
 # Caffe's BatchNorm with batch statistics (the TRAIN phase): predict runs BatchNormalization itself.
 BATCH_STATISTICS = {"CaffeBatchStatsNorm"}
 # Fork layers that arrived after this test's nets were chosen; still to be given a net here.
-NOT_YET = {"CTCGreedyDecoder", "Im2col", "PSROIPooling", "ROIPooling", "Reverse", "Transpose", "YoloDetectionOutput"}
+NOT_YET = {"CTCGreedyDecoder", "PSROIPooling", "ROIPooling", "YoloDetectionOutput"}
 
 
 @pytest.fixture(scope="module")
