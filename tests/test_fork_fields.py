@@ -191,6 +191,7 @@ PYTHON_NET = HEAD + textwrap.dedent(
     layer { name: "p2" type: "Python" bottom: "p1" top: "p2"
       python_param { module: "rpn.proposal" layer: "ProposalLayer" param_str: "'feat_stride': 8" } }
     layer { name: "p3" type: "Python" bottom: "p2" top: "p3" python_param { module: "m" layer: "Add One\\"))" } }
+    layer { name: "p4" type: "Python" bottom: "p3" top: "p4" python_param { module: "m" layer: "lower_case" } }
     """
 )
 
@@ -201,11 +202,13 @@ def test_one_stub_per_python_class_with_its_param_str(tmp_path):
     assert [(name, kind) for name, kind, _ in translation.stubs] == [
         ("ProposalLayer", "Python (rpn.proposal.ProposalLayer)"),
         ("Add_One", 'Python (m.Add One")))'),
+        ("lower_case", "Python (m.lower_case)"),
     ]
     source = translate_to_source(path, options=Options(stub_unknown=True))
     assert "x = ProposalLayer(param_str=\"'feat_stride': 16\", name=\"p1\")(data)" in source
     assert "x = ProposalLayer(param_str=\"'feat_stride': 8\", name=\"p2\")(x)" in source
-    assert 'p3 = Add_One(name="p3")(x)' in source
+    assert 'x = Add_One(name="p3")(x)' in source
+    assert 'p4 = lower_case(name="p4")(x)' in source
     compile(source, "model.py", "exec")
 
 
@@ -225,6 +228,11 @@ class ProposalLayer(keras.layers.Layer):
 class Add_One(keras.layers.Layer):
     def call(self, x):
         return x + 1.0
+
+
+class lower_case(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
 """
 
 RUN = """\
@@ -248,13 +256,13 @@ def test_custom_layers_are_imported_from_beside_the_module(tmp_path):
     assert cli.main([str(path), "--custom-layers", str(package / "my_layers.py"), "-o", str(package / "model.py")]) == 0
     source = (package / "model.py").read_text()
     assert "class ProposalLayer" not in source
-    assert "if __package__:\n    from .my_layers import Add_One, ProposalLayer\nelse:\n    from my_layers import Add_One, ProposalLayer\n" in source
-    # As a member of a package and as a top-level module: 1 * 16 * 8 + 1.
+    assert "from .my_layers import Add_One, ProposalLayer, lower_case\n" in source
+    # As a member of a package and as a top-level module: (1 * 16 * 8 + 1) * 2.
     # JAX imports in a fraction of TensorFlow's time; the import mechanism is what is tested.
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], check=False, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["129.0", "129.0"]
+    assert run.stdout.split() == ["258.0", "258.0"]
 
 
 @pytest.mark.parametrize(
@@ -262,7 +270,7 @@ def test_custom_layers_are_imported_from_beside_the_module(tmp_path):
     [
         ("my-layers.py", CUSTOM, "--custom-layers {path}: needs a NAME.py file whose NAME is a Python identifier"),
         ("numpy.py", CUSTOM, "--custom-layers {path}: numpy.py would hide the numpy package the module imports"),
-        ("partial.py", CUSTOM.split("class Add_One")[0], "{path}: --custom-layers: defines no Add_One (the classes the module imports from it; --stub-unknown prints them as stubs to start from)"),
+        ("partial.py", CUSTOM.split("class Add_One")[0], "{path}: --custom-layers: defines no Add_One, lower_case (the classes the module imports from it; --stub-unknown prints them as stubs to start from)"),
         ("broken.py", "class (:\n", "{path}:1: --custom-layers: not valid Python: invalid syntax"),
     ],
 )

@@ -37,7 +37,8 @@ from .solver import present as training_fields
 from .version import __version__
 
 NHWC_AXES = channels_last(4)
-_CALLEE = re.compile(r"(layers\.)?[A-Z][A-Za-z0-9_]*")
+# A Python layer's stub or custom class keeps its author's name, which need not be capitalised.
+_CALLEE = re.compile(r"(layers\.)?[A-Za-z_][A-Za-z0-9_]*")
 _FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BLOB_NAME, BLOB_INDEX = "_name", "_i"  # the module-level loop variables that fill BLOBS from the rules
 _DIGITS = re.compile(r"0|[1-9][0-9]*")
