@@ -141,8 +141,11 @@ def _is_unknown_type(kind: str) -> bool:
 
 
 names = st.one_of(st.text(max_size=12), st.sampled_from(NASTY))
-types = st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(NASTY)).map(
-    lambda kind: kind if _is_unknown_type(kind) else f"{kind}?"
+types = st.one_of(
+    st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(NASTY)).map(
+        lambda kind: kind if _is_unknown_type(kind) else f"{kind}?"
+    ),
+    st.just("Python"),  # a stub named after python_param.layer, given its param_str
 )
 
 
@@ -184,18 +187,25 @@ class Case:
         """The same net with ordinary names.
 
         Net outputs keep their byte order, on which Caffe's output order depends (its outputs are
-        a std::set of names); an empty mean_file stays empty (it means "none").
+        a std::set of names); an empty mean_file or param_str stays empty (it means "none"); a Python
+        layer stays one.
         """
         outputs = sorted((self.names[f"blob:{s}"].encode(), s) for s in OUTPUTS if f"blob:{s}" in self.names)
         names = {f"blob:{s}": f"out{rank}" for rank, (_, s) in enumerate(outputs)}
         names |= {k: k.replace(":", "_") for k in self.names if k not in names}
         names["text:mean_file"] = self.names["text:mean_file"] and names["text:mean_file"]
-        return Case(names, "Widget", self.two_inputs, self.full)
+        names["text:param_str"] = self.names["text:param_str"] and names["text:param_str"]
+        return Case(names, self._plain_kind(), self.two_inputs, self.full)
+
+    def _plain_kind(self) -> str:
+        # A Python layer's stub is given its param_str, which another unknown type's is not.
+        return "Python" if self.kind == "Python" else "Widget"
 
     def plain_key(self) -> tuple:
         """Everything plain() depends on."""
         order = sorted(OUTPUTS, key=lambda s: self.names.get(f"blob:{s}", "").encode())
-        return (tuple(order), bool(self.names["text:mean_file"]), self.two_inputs, self.full)
+        texts = (bool(self.names["text:mean_file"]), bool(self.names["text:param_str"]))
+        return (tuple(order), texts, self._plain_kind(), self.two_inputs, self.full)
 
 
 # Blobs that may be net outputs.
