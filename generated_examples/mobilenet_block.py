@@ -23,8 +23,6 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     input_shape: (height, width, channels) of the input; any size Caffe can run
     the net at, or None for height and width.
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-
-    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
     """
     data = keras.Input(shape=input_shape, name="data")
     x = layers.ZeroPadding2D(1, name="conv2_1_dw_pad")(data)
@@ -103,7 +101,7 @@ def _layers_with_weights(model):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffeBatchNorm(layers.BatchNormalization):
-    """Caffe's BatchNorm with use_global_stats: the stored statistics, in training too (never updated)."""
+    """BatchNorm on its stored statistics, in training too; gamma and beta: the Scale after it."""
 
     def call(self, inputs, training=None, mask=None):
         return super().call(inputs, training=False, mask=mask)

@@ -23,8 +23,6 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
     input_shape: (height, width, channels) of the input; any size Caffe can run
     the net at, or None for height and width.
     outputs: Caffe blob names to return instead of the net's outputs (see BLOBS).
-
-    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
     """
     data = keras.Input(shape=input_shape, name="data")
     x = layers.Conv2D(64, 1, use_bias=False, name="res2a_branch1")(data)
@@ -40,10 +38,7 @@ def build_model(input_shape=INPUT_SHAPE, outputs=None):
 
 
 def res2_block(inputs, inputs_1, name):
-    """Layers res2{name}_branch2a to res2{name}_relu of one unit (10 calls).
-
-    A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it.
-    """
+    """Layers res2{name}_branch2a to res2{name}_relu of one unit (10 calls)."""
     x = layers.Conv2D(16, 1, use_bias=False, name=f"res2{name}_branch2a")(inputs)
     x = CaffeBatchNorm(epsilon=1e-05, name=f"bn2{name}_branch2a")(x)
     x = layers.ReLU(name=f"res2{name}_branch2a_relu")(x)
@@ -121,7 +116,7 @@ def _layers_with_weights(model):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CaffeBatchNorm(layers.BatchNormalization):
-    """Caffe's BatchNorm with use_global_stats: the stored statistics, in training too (never updated)."""
+    """BatchNorm on its stored statistics, in training too; gamma and beta: the Scale after it."""
 
     def call(self, inputs, training=None, mask=None):
         return super().call(inputs, training=False, mask=mask)

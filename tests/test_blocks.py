@@ -84,3 +84,25 @@ def test_a_unit_leaves_out_the_occurrences_named_otherwise(tmp_path):
     want = _structure(load_module(flat).build_model())
     keras.backend.clear_session()
     assert _structure(load_module(default).build_model()) == want
+
+
+def test_code_arguments_equal_by_text_do_not_stop_a_unit():
+    """A unit whose statements pass the same code (a registered function, say) and vary in data folds."""
+    from caffe2py.blocks import fold
+    from caffe2py.ir import Statement
+    from caffe2py.pysource import Code
+
+    statements, previous, calls = [], "data", []
+    for k, stop in enumerate((4, 8, 16, 32), start=1):
+        bounds = {"start": 0, "stop": stop // 2}
+        statements += [
+            Statement(f"c{k}", "layers.Conv2D", (stop, 1), (("name", f"s{k}_conv"),), (previous,)),
+            Statement(f"r{k}", "layers.ReLU", (), (("name", f"s{k}_relu"),), (f"c{k}",)),
+            Statement(f"p{k}", "layers.Lambda", (Code("slice_axis"),), (("arguments", bounds), ("name", f"s{k}_cut")), (f"r{k}",)),
+            Statement(f"q{k}", "layers.ReLU", (), (("name", f"s{k}_out"),), (f"p{k}",)),
+        ]
+        previous = f"q{k}"
+        calls.append((stop, bounds))
+    folded, blocks = fold(statements, kept={previous}, reserved=set())
+    assert len(blocks) == 1
+    assert [call.args for call in folded] == calls

@@ -337,7 +337,7 @@ def _parameters(items, starts, length):
             if any(key not in a and key not in defaults for a in per):
                 return None, None
             column = tuple(a.get(key, defaults.get(key)) for a in per)
-            if all(v == column[0] and type(v) is type(column[0]) for v in column):
+            if all(_same(v, column[0]) for v in column):
                 continue
             if any(_fixed(v) for v in column):
                 return None, None
@@ -347,6 +347,13 @@ def _parameters(items, starts, length):
     for s in starts:
         values.append([_argument(items[s + slot[0][0]].stmt, slot[0][1]) for slot in slots])
     return slots, values
+
+
+def _same(value: object, other: object) -> bool:
+    """Equal arguments: code by its text (a Code is equal only to itself), data by value and type."""
+    if _fixed(value) or _fixed(other):
+        return repr(value) == repr(other)
+    return value == other and type(value) is type(other)
 
 
 def _argument(stmt: Statement, key: object) -> object:

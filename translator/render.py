@@ -275,17 +275,34 @@ def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
     return None
 
 
-FUSED = "A batch normalization with gamma holds a Caffe BatchNorm and the Scale after it."
+def _numbers(parts: list[str]) -> tuple[str, list[int], str] | None:
+    """``(prefix, numbers, suffix)`` when every part is prefix + an integer + suffix, in any order."""
+    shortest = min(len(p) for p in parts)
+    common = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
+    prefix = parts[0][:common].rstrip("0123456789")
+    tails = [p[len(prefix) :] for p in parts]
+    digits = len(tails[0]) - len(tails[0].lstrip("0123456789"))
+    suffix = tails[0][digits:]
+    middles = [p[: len(p) - len(suffix)] for p in tails]
+    if not all(p.endswith(suffix) and _DIGITS.fullmatch(m) for p, m in zip(tails, middles)):
+        return None
+    numbers = [int(m) for m in middles]
+    return (prefix, numbers, suffix) if len(set(numbers)) == len(numbers) else None
 
 
-BATCH_NORMS = {"layers.BatchNormalization", "CaffeBatchNorm", "CaffeBatchStatsNorm"}
-
-
-def _fuses(statements) -> bool:
-    return any(
-        isinstance(s, Statement) and s.callee in BATCH_NORMS and ("scale", False) not in s.kwargs
-        for s in statements
-    )
+def _number_items(numbers: list[int]) -> list[str]:
+    """``numbers`` as tuple items, each run of three or more consecutive ones as ``*range(a, b)``."""
+    items, k = [], 0
+    while k < len(numbers):
+        end = k + 1
+        while end < len(numbers) and numbers[end] == numbers[end - 1] + 1:
+            end += 1
+        if end - k >= 3:
+            items.append(f"*range({numbers[k]}, {numbers[end - 1] + 1})")
+        else:
+            items += [str(n) for n in numbers[k:end]]
+        k = end
+    return items
 
 
 def _block(block: Block) -> dict[str, Any]:
@@ -301,7 +318,6 @@ def _block(block: Block) -> dict[str, Any]:
     return {
         "signature": Source(split_at_brackets("", f"def {block.fn}(", params, "):", collection=False)),
         "doc": docstring_text(block.doc),
-        "fused": Source(FUSED) if _fuses(block.body) else None,
         "body": body,
         "returns": Source(returns),
     }
@@ -334,6 +350,10 @@ def _blob_rule(block: Block, entries) -> dict[str, Any]:
     if numbers is not None:
         prefix, first, suffix = numbers
         head = f"for {BLOB_INDEX} in range({first}, {first + len(block.parts)}):  # {block.fn}"
+        around = (prefix, BLOB_INDEX, suffix)
+    elif (listed := _numbers(list(block.parts))) is not None:
+        prefix, numbers, suffix = listed
+        head = split_at_brackets("", f"for {BLOB_INDEX} in (", _number_items(numbers), f"):  # {block.fn}", collection=True)
         around = (prefix, BLOB_INDEX, suffix)
     else:
         names = _names(list(block.parts))
@@ -438,7 +458,6 @@ def present(t: Translation, npz_name: str) -> dict[str, Any]:
         "guarded": _guarded(t),
         "body": body,
         "blocks": [_block(b) for b in reversed(blocks)],
-        "fused": Source(FUSED) if _fuses(statements) else None,
         "model_name": model_name,
         "preprocess": preprocess_fields(t.preprocess),
         "training": training_fields(t.training),

@@ -71,7 +71,7 @@ def batch_norm(ctx: LayerContext) -> None:
         kwargs.update(center=False, scale=False)
     elif not bias:
         kwargs["center"] = False
-    # A fused Scale is said once, in the docstring of the function holding its BatchNormalization.
+    # A fused Scale is said once, in the docstring of the BatchNorm class (gamma and beta).
     # Only batch statistics need Caffe's moving averages; the stored ones never move, in training too.
     helper = ctx.helper("CaffeBatchNorm" if global_stats else "CaffeBatchStatsNorm")
     target, producer = ctx.call(helper, inputs=x, **kwargs)
