@@ -12,7 +12,7 @@ import numpy as np
 from keras import layers
 
 # The module's helpers are registered under this name, for keras.models.load_model (safe mode).
-PACKAGE = "caffe2py_mobilenet_block_f1a21afa"
+PACKAGE = "caffe2py_mobilenet_block_ab279e15"
 
 INPUT_SHAPE = (56, 56, 32)  # Caffe 1x32x56x56
 

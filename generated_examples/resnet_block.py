@@ -12,7 +12,7 @@ import numpy as np
 from keras import layers
 
 # The module's helpers are registered under this name, for keras.models.load_model (safe mode).
-PACKAGE = "caffe2py_resnet_block_8230bc70"
+PACKAGE = "caffe2py_resnet_block_69738a41"
 
 INPUT_SHAPE = (28, 28, 64)  # Caffe 1x64x28x28
 

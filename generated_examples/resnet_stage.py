@@ -12,7 +12,7 @@ import numpy as np
 from keras import layers
 
 # The module's helpers are registered under this name, for keras.models.load_model (safe mode).
-PACKAGE = "caffe2py_resnet_stage_d978170e"
+PACKAGE = "caffe2py_resnet_stage_3e720015"
 
 INPUT_SHAPE = (16, 16, 32)  # Caffe 1x32x16x16
 
