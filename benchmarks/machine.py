@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -45,6 +46,22 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
+def _package_path(root: Path) -> str:
+    """A folder where ``import caffe2py`` finds checkout ``root``'s ``translator/``, not the installed package.
+
+    The source folder is not named as the package, so ``root`` on the path alone would import
+    whichever checkout is installed; "" for a checkout without ``translator/``.
+    """
+    if not (root / "translator" / "__init__.py").is_file():
+        return ""
+    folder = Path(tempfile.gettempdir()) / "caffe2py-bench-path" / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "caffe2py"
+    if not link.is_symlink():
+        link.symlink_to(root / "translator", target_is_directory=True)
+    return str(folder)
+
+
 def child_env(root: Path = ROOT) -> dict[str, str]:
     """The environment for child runs: the checkout ``root`` importable, TensorFlow's C++ logs quiet.
 
@@ -52,7 +69,7 @@ def child_env(root: Path = ROOT) -> dict[str, str]:
     PYTHONDONTWRITEBYTECODE in the environment does not add compile time to every run.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_path(root), str(root), env.get("PYTHONPATH")]))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "caffe2py-bench-pycache")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
