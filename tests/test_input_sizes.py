@@ -66,6 +66,7 @@ def _numeric(net, options, general, shapes):
     reference.set_weights(model.get_weights())
     rng = np.random.default_rng(0)
     feed = [rng.standard_normal((1, *t.shape[1:])).astype("float32") for t in model.inputs]
+    feed = feed[0] if len(feed) == 1 else feed  # a single-input model is fed its tensor, as users do
     got, want = model.predict(feed, verbose=0), reference.predict(feed, verbose=0)
     got, want = (got if isinstance(got, list) else [got]), (want if isinstance(want, list) else [want])
     for a, b in zip(got, want, strict=True):
