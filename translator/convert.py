@@ -60,8 +60,8 @@ def translate(
     translation.frozen = frozen_variables(variable_multipliers(graph, translation, only_frozen=True))
     if solver_param is not None:
         translation.training = describe_solver(solver_param, str(solver), graph, translation, emitter.values)
-        kinds = [kind for kind, _, _ in translation.training["losses"]]
-        translation.helpers += [h for h in dict.fromkeys(["CaffeLearningRate", "CaffeSolver", *kinds]) if h not in translation.helpers]
+        for helper in ("CaffeLearningRate", "CaffeSolver", *(kind for kind, _, _ in translation.training["losses"])):
+            translation.use_helper(helper)
     if custom_layers is not None:
         _check_custom_layers(Path(custom_layers), [name for name, _, _ in translation.stubs])
     return translation

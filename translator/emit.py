@@ -359,9 +359,7 @@ class EmitContext:
 
     def helper(self, name: str) -> str:
         """Ask for a helper class in the module; returns its name for use as a callee."""
-        if name not in self._e.out.helpers:
-            self._e.out.helpers.append(name)
-        return name
+        return self._e.out.use_helper(name)
 
     def expect_blobs(self, *shapes: tuple[int, ...], layer: Node | None = None) -> None:
         node = layer or self.node

@@ -133,3 +133,9 @@ class Translation:
     frozen: dict[str, str] = field(default_factory=dict)  # Keras variable -> why Caffe never updates it
     training: dict[str, Any] | None = None  # --solver: what compile_model() does (solver.describe)
     flat: bool = False  # one statement per layer: no block functions for repeated units
+
+    def use_helper(self, name: str) -> str:
+        """Put helper template ``name`` in the module (once, in first-use order); returns its name."""
+        if name not in self.helpers:
+            self.helpers.append(name)
+        return name
