@@ -95,7 +95,7 @@ def write_npz(
         if any(_has_nonfinite(b) for b in blobs):
             warn(f"{shown}: layer {expect.layer!r}: weights contain NaN or infinity")
         checked[expect.layer] = blobs
-    # A generator, so the conversions (transposes, folds) run on the writer's worker thread.
+    # A generator: each conversion (transpose, fold) runs only when the writer reaches its member.
     members = (
         _member(spec.key, spec.convert(checked[spec.layer], *(checked[f] for f in spec.folded)))
         for spec in translation.weights
