@@ -116,3 +116,16 @@ def test_any_layout_any_size_round_trips(tmp_path: Path) -> None:
         for key, value in arrays.items():
             stored = value.T if value.flags.f_contiguous and not value.flags.c_contiguous else value
             np.testing.assert_array_equal(loaded[key], stored, err_msg=key)
+
+
+def test_a_longer_file_is_cut_to_the_archive(tmp_path: Path) -> None:
+    """The file is not truncated when opened (ext4 would write it back on close); its old tail is cut at the end."""
+    out = tmp_path / "x.npz"
+    out.write_bytes(b"\xff" * 200_000)
+    small = np.arange(10, dtype=np.float32)
+    write_npz_members(out, _members(("a.npy", small)))
+    fresh = tmp_path / "fresh.npz"
+    write_npz_members(fresh, _members(("a.npy", small)))
+    assert out.read_bytes() == fresh.read_bytes()
+    with np.load(out) as loaded:
+        np.testing.assert_array_equal(loaded["a"], small)
