@@ -7,6 +7,7 @@ import hashlib
 import re
 import textwrap
 from collections import Counter
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -260,49 +261,60 @@ def _numbered_name(prefix: str, var: str, suffix: str) -> Source:
 
 def _numbered(parts: list[str]) -> tuple[str, int, str] | None:
     """``(prefix, first, suffix)`` when the parts are prefix + consecutive integers + suffix."""
-    for cut in range(len(parts[0]) + 1):  # the longest number first
-        prefix = parts[0][:cut]
-        if not all(p.startswith(prefix) for p in parts):
-            continue
-        for end in range(cut + 1, len(parts[0]) + 1):
-            number = parts[0][cut:end]
-            if not _DIGITS.fullmatch(number):
-                break
-            suffix = parts[0][end:]
-            first = int(number)
-            if all(p == f"{prefix}{first + i}{suffix}" for i, p in enumerate(parts)):
-                return prefix, first, suffix
-    return None
+    reading = _numbers(parts)
+    if reading is None or not _consecutive(reading[1]):
+        return None
+    prefix, numbers, suffix = reading
+    return prefix, numbers[0], suffix
 
 
 def _numbers(parts: list[str]) -> tuple[str, list[int], str] | None:
-    """``(prefix, numbers, suffix)`` when every part is prefix + an integer + suffix, in any order."""
-    shortest = min(len(p) for p in parts)
-    common = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
-    prefix = parts[0][:common].rstrip("0123456789")
-    tails = [p[len(prefix) :] for p in parts]
-    digits = len(tails[0]) - len(tails[0].lstrip("0123456789"))
-    suffix = tails[0][digits:]
-    middles = [p[: len(p) - len(suffix)] for p in tails]
-    if not all(p.endswith(suffix) and _DIGITS.fullmatch(m) for p, m in zip(tails, middles)):
-        return None
-    numbers = [int(m) for m in middles]
-    return (prefix, numbers, suffix) if len(set(numbers)) == len(numbers) else None
+    """``(prefix, numbers, suffix)`` when every part is prefix + an integer + suffix, consecutive ones if they can be."""
+    readings = _readings(parts)
+    first = next(readings, None)
+    if first is None or _consecutive(first[1]):
+        return first
+    return next((r for r in readings if _consecutive(r[1])), first)
+
+
+def _readings(parts: list[str]) -> Iterator[tuple[str, list[int], str]]:
+    """Each way to read every part as prefix + a distinct integer + suffix: shortest prefix, then longest integer, first."""
+    head = parts[0]
+    for cut in range(len(head)):
+        prefix = head[:cut]
+        if not all(p.startswith(prefix) for p in parts):
+            return
+        for end in range(len(head), cut, -1):
+            if not _DIGITS.fullmatch(head, cut, end):
+                continue
+            suffix = head[end:]
+            middles = [p[cut : len(p) - len(suffix)] for p in parts]
+            if all(p.endswith(suffix) and _DIGITS.fullmatch(m) for p, m in zip(parts, middles)):
+                numbers = [int(m) for m in middles]
+                if len(set(numbers)) == len(numbers):
+                    yield prefix, numbers, suffix
+
+
+def _consecutive(numbers: list[int]) -> bool:
+    return numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def _runs(items: list, consecutive: Callable[[list], bool]) -> Iterator[list]:
+    """The items in order, one at a time but for each longest run of three or more that is ``consecutive``."""
+    k = 0
+    while k < len(items):
+        end = k + 1
+        while end < len(items) and consecutive(items[k : end + 1]):
+            end += 1
+        if end - k < 3:
+            end = k + 1
+        yield items[k:end]
+        k = end
 
 
 def _number_items(numbers: list[int]) -> list[str]:
     """``numbers`` as tuple items, each run of three or more consecutive ones as ``*range(a, b)``."""
-    items, k = [], 0
-    while k < len(numbers):
-        end = k + 1
-        while end < len(numbers) and numbers[end] == numbers[end - 1] + 1:
-            end += 1
-        if end - k >= 3:
-            items.append(f"*range({numbers[k]}, {numbers[end - 1] + 1})")
-        else:
-            items += [str(n) for n in numbers[k:end]]
-        k = end
-    return items
+    return [f"*range({run[0]}, {run[-1] + 1})" if len(run) >= 3 else str(run[0]) for run in _runs(numbers, _consecutive)]
 
 
 def _block(block: Block) -> dict[str, Any]:
@@ -325,18 +337,15 @@ def _block(block: Block) -> dict[str, Any]:
 
 def _names(parts: list[str]) -> list[str]:
     """The items of a tuple of ``parts``, each run of three or more numbered alike written as a range."""
-    items, k = [], 0
-    while k < len(parts):
-        end = len(parts)
-        while end - k >= 3 and _numbered(parts[k:end]) is None:
-            end -= 1
-        if end - k >= 3:
-            prefix, first, suffix = _numbered(parts[k:end])
-            items.append(f"*({_numbered_name(prefix, BLOB_INDEX, suffix)} for {BLOB_INDEX} in range({first}, {first + end - k}))")
-            k = end
-        else:
-            items.append(literal(parts[k]))
-            k += 1
+    items = []
+    for run in _runs(parts, lambda run: _numbered(run) is not None):
+        numbered = _numbered(run) if len(run) >= 3 else None
+        if numbered is None:
+            items.append(literal(run[0]))
+            continue
+        prefix, first, suffix = numbered
+        name = _numbered_name(prefix, BLOB_INDEX, suffix)
+        items.append(f"*({name} for {BLOB_INDEX} in range({first}, {first + len(run)}))")
     return items
 
 
@@ -346,14 +355,14 @@ def _axes(axes) -> Source:
 
 def _blob_rule(block: Block, entries) -> dict[str, Any]:
     """A loop over the names ``block`` is called with, setting the BLOBS entries of each."""
-    numbers = _numbered(list(block.parts))
-    if numbers is not None:
-        prefix, first, suffix = numbers
-        head = f"for {BLOB_INDEX} in range({first}, {first + len(block.parts)}):  # {block.fn}"
-        around = (prefix, BLOB_INDEX, suffix)
-    elif (listed := _numbers(list(block.parts))) is not None:
-        prefix, numbers, suffix = listed
-        head = split_at_brackets("", f"for {BLOB_INDEX} in (", _number_items(numbers), f"):  # {block.fn}", collection=True)
+    reading = _numbers(list(block.parts))
+    if reading is not None:
+        prefix, numbers, suffix = reading
+        if _consecutive(numbers):
+            head = f"for {BLOB_INDEX} in range({numbers[0]}, {numbers[-1] + 1}):  # {block.fn}"
+        else:
+            items = _number_items(numbers)
+            head = split_at_brackets("", f"for {BLOB_INDEX} in (", items, f"):  # {block.fn}", collection=True)
         around = (prefix, BLOB_INDEX, suffix)
     else:
         names = _names(list(block.parts))
