@@ -169,24 +169,31 @@ def _best_unit(items: list[_Item], kept: set[str]) -> _Unit | None:
             sig.append((local[k], refs))
         return sig
 
+    # A run's key chains its statements' kinds (interned, so not re-hashed per run) and their reads:
+    # from inside the run, by distance; from outside, as "in".
+    kinds: dict[tuple, int] = {}
+    kind = [kinds.setdefault(sig, len(kinds)) for sig in local]
+    reads = [
+        [(r[0] if isinstance(r[0], int) else -1, (k - r[0], r[1]) if isinstance(r[0], int) else None, r) for r in refs]
+        for k, refs in enumerate(producers)
+    ]
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for s in range(n):
         outside: set = set()
         h = 0
-        for length in range(1, min(MAX_LENGTH, n - s) + 1):
-            k = s + length - 1
+        for k in range(s, min(s + MAX_LENGTH, n)):
             refs = []
-            for r in producers[k]:
-                if isinstance(r[0], int) and r[0] >= s:
-                    refs.append((k - r[0], r[1]))
+            for at, relative, r in reads[k]:
+                if at >= s:
+                    refs.append(relative)
                 else:
                     outside.add(r)
                     refs.append("in")
             if len(outside) > MAX_INPUTS:
                 break
-            h = hash((h, local[k], tuple(refs)))
-            if length >= 2:
-                groups[(length, h)].append(s)
+            h = hash((h, kind[k], *refs))
+            if k > s:
+                groups[(k - s + 1, h)].append(s)
     candidates = []
     for (length, _), starts in groups.items():
         chosen = _disjoint(starts, length)
