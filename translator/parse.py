@@ -11,6 +11,7 @@ from google.protobuf import text_format
 
 from . import schema
 from .errors import TranslationError
+from .textproto import parse_plain
 from .upgrade import upgrade_net
 
 
@@ -58,6 +59,17 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
         raise TranslationError(f"not UTF-8 text (byte {exc.start})", path=shown, line=line) from None
     net = schema.NetParameter()
     unknown: tuple[UnknownField, ...] = ()
+    if not parse_plain(text, net):
+        net, unknown = _parse_text(text, shown)
+    lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
+    net = upgrade_net(net, shown)
+    return ParsedNet(net=net, path=shown, data=data, layer_lines=lines, unknown_fields=unknown)
+
+
+def _parse_text(text: str, shown: str) -> tuple[object, tuple[UnknownField, ...]]:
+    """``text`` read by protobuf's text_format, and the fields the schema does not know."""
+    net = schema.NetParameter()
+    unknown: tuple[UnknownField, ...] = ()
     try:
         # Parse, not Merge: like Caffe's TextFormat::Parse, a field given twice where one is allowed is an error.
         text_format.Parse(text, net)
@@ -75,9 +87,7 @@ def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
             # On the field's own line (prose parsed as fields), the unknown name says it better.
             raise syntax_error(other if other.GetLine() > exc.GetLine() else exc, text, shown) from None
         unknown = tuple(_FieldScanner(text).unknown(net.DESCRIPTOR))
-    lines = _layer_lines(text, "layers" if len(net.layers) else "layer")
-    net = upgrade_net(net, shown)
-    return ParsedNet(net=net, path=shown, data=data, layer_lines=lines, unknown_fields=unknown)
+    return net, unknown
 
 
 def syntax_error(exc: text_format.ParseError, text: str, shown: str) -> TranslationError:
