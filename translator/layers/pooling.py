@@ -34,6 +34,19 @@ def native_padding(method: int, k: int, s: int, p: int, ceil_mode: bool) -> str 
     return None
 
 
+def _inference_padding(ctx: LayerContext, k: int, s: int, p: int, ceil_mode: bool) -> str | None:
+    """--inference: "same" for MAX in ceil mode at stride 2 with kernel 2 * pad + 2, else None.
+
+    Keras' "same" then pads the start by the pad and the end by Caffe's ceil-mode overhang, at every
+    input size (the overhang is 0 or 1, and Keras puts the odd pixel at the end); MAX never selects
+    padding in either.
+    """
+    pooling = ctx.p.pooling_param
+    if ctx.options.inference and pooling.pool == MAX and ceil_mode and s == 2 and k == 2 * p + 2:
+        return "same"
+    return None
+
+
 @layer("Pooling")
 def pooling(ctx: LayerContext) -> None:
     ctx.need_bottoms(1)
@@ -78,7 +91,10 @@ def pooling(ctx: LayerContext) -> None:
             f"Caffe's pooled size would be {out[0]}x{out[1]}"
         )
     # Decided for every input size, not the translated one: build_model may be given any size.
-    modes = {native_padding(p.pool, k, s, q, ceil_mode) for k, s, q in zip(kernel, stride, pad)}
+    modes = {
+        native_padding(p.pool, k, s, q, ceil_mode) or _inference_padding(ctx, k, s, q, ceil_mode)
+        for k, s, q in zip(kernel, stride, pad)
+    }
     kwargs = {"strides": compact(stride)} if stride != kernel else {}
     if modes == {"valid"}:
         src = x
