@@ -16,9 +16,10 @@ import re
 from google.protobuf.descriptor import FieldDescriptor
 
 # Blanks and comments, skipped, then one of text_format's tokens (strings only without escapes), any
-# other character (which stops the reader), or the end.
+# other character (which stops the reader), or the end. The group after the blanks always matches, so the
+# blanks are never backtracked into (Python 3.10, which the package supports, has no possessive `*+`).
 _TOKEN = re.compile(
-    r"""(?:[ \t\n\r\f\v]+|#[^\n]*)*+"""
+    r"""(?:[ \t\n\r\f\v]+|#[^\n]*)*"""
     r"""(?:("[^"\\\n]*"|'[^'\\\n]*'|[a-zA-Z_][0-9a-zA-Z_+-]*|(?:[0-9+-]|\.[0-9])[0-9a-zA-Z_.+-]*|[{}:,;])|(.)|\Z)""",
     re.DOTALL,
 )
