@@ -1,6 +1,6 @@
 """Inference throughput of generated ResNet-50, VGG16, MobileNet v1/v2 against keras.applications and OpenCV.
 
-usage: python benchmarks/bench_inference.py [--batch N] [--rounds N] [--nets NAME,...] [--workdir DIR] [--jit]
+usage: python benchmarks/bench_inference.py [--batch N] [--rounds N] [--nets NAME,...] [--workdir DIR] [--jit] [--profile]
 
 Each net is translated by the CLI with the random weights of its ../shared/oracle case (made with
 make_case.py in --workdir, kept there, or in a temporary directory) and loaded with the module's
@@ -12,6 +12,9 @@ architecture (weights=None, random) and OpenCV's Caffe importer on the same prot
 each, for --rounds rounds, starting with a different runner each round so that slow phases of
 other load on the machine spread evenly; the table gives the median seconds per batch.
 Keras models run through predict_on_batch (a compiled tf.function) on the TensorFlow backend.
+With --profile, the --inference model and keras.applications' are then traced with TensorFlow's
+profiler: the time of each kind of TensorFlow op as executed (after grappler's rewrites, so fused
+ops show as such), and each model's multiply-accumulates per image in convolutions and Dense layers.
 """
 
 from __future__ import annotations
@@ -99,8 +102,64 @@ def _relative(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
-    """Wall and CPU seconds per batch of each runner, and a note per runner (its logits' difference)."""
+def op_times(model, x, calls: int = 8) -> dict[str, float]:
+    """Milliseconds per batch spent in each kind of TensorFlow op (`_FusedConv2D`, `Pad`, ...).
+
+    The TensorFlow profiler traces `calls` predict_on_batch calls; every op the executor ran is an
+    event named "scope/op:Type" on a tf_Compute line. An op's time includes its wait for the
+    intra-op threads that compute it, so ops running side by side both count.
+    """
+    import glob
+    from collections import Counter
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    model.predict_on_batch(x)
+    with tempfile.TemporaryDirectory(prefix="bench_profile_") as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(calls):
+            model.predict_on_batch(x)
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    spent: Counter[str] = Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" in name and "::" not in name:  # not ExecutorState::Process and the like
+                    spent[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / calls
+    return dict(spent)
+
+
+def multiply_adds(model) -> float:
+    """Multiply-accumulates per image of the model's convolutions and Dense layers."""
+    import math
+
+    import keras
+
+    total = 0
+    for layer in _leaves(model):
+        kernel = getattr(layer, "kernel", None)
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)) or kernel is None:
+            continue
+        per_output = math.prod(kernel.shape[:-1]) if not isinstance(layer, keras.layers.DepthwiseConv2D) else math.prod(kernel.shape[:2])
+        total += math.prod(layer.output.shape[1:]) * per_output
+    return total
+
+
+def _leaves(model):
+    for layer in model.layers:
+        yield from _leaves(layer) if hasattr(layer, "layers") else [layer]
+
+
+def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool, profile: bool = False):
+    """Wall and CPU seconds per batch of each runner, a note per runner (its logits' difference), and
+    with ``profile`` the op times and multiply-adds of the --inference model and keras.applications'."""
     import cv2
     import keras
     import numpy as np
@@ -142,7 +201,11 @@ def _bench(net: Net, directory: Path, batch: int, rounds: int, jit: bool) -> tup
     runners["keras.applications"] = lambda: reference.predict_on_batch(x)
     runners["OpenCV"] = run_opencv
     cpu: dict[str, list[float]] = {}
-    return race(runners, rounds, cpu=cpu), cpu, notes
+    times = race(runners, rounds, cpu=cpu)
+    profiles = {}
+    if profile:
+        profiles = {label: (op_times(m, x), multiply_adds(m)) for label, m in (("generated --inference", inference), ("keras.applications", reference))}
+    return times, cpu, notes, profiles
 
 
 def main(argv: list[str]) -> int:
@@ -152,6 +215,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, from {', '.join(NETS)}")
     parser.add_argument("--workdir", type=Path, help="where the caffemodels and generated modules go (kept)")
     parser.add_argument("--jit", action="store_true", help="also run the generated models compiled with jit_compile=True")
+    parser.add_argument("--profile", action="store_true", help="then trace the --inference model and keras.applications' op by op")
     args = parser.parse_args(argv)
 
     import cv2
@@ -170,11 +234,12 @@ def main(argv: list[str]) -> int:
         " CPU s / batch (median) | vs keras.applications (CPU) | output difference (max abs diff / max abs) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    profiles = {}
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as scratch:
         directory = args.workdir or Path(scratch)
         for key in args.nets.split(","):
             net = NETS[key]
-            times, cpu, notes = _bench(net, directory, args.batch, args.rounds, args.jit)
+            times, cpu, notes, profiles[net.label] = _bench(net, directory, args.batch, args.rounds, args.jit, args.profile)
             keras.backend.clear_session()
             reference = times["keras.applications"]
             for name, values in times.items():
@@ -187,7 +252,22 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
     print(f"\nLoad average at end: {load()}.")
+    for label, runs in profiles.items():
+        if runs:
+            _print_profile(label, runs)
     return 0
+
+
+def _print_profile(label: str, runs: dict[str, tuple[dict[str, float], float]]) -> None:
+    """One table per net: ms per batch in each kind of op, the --inference model beside keras.applications."""
+    kinds = sorted({k for spent, _ in runs.values() for k in spent}, key=lambda k: -max(spent.get(k, 0) for spent, _ in runs.values()))
+    print(f"\n{label}, TensorFlow ops as executed (ms per batch; {', '.join(f'{n}: {m / 1e6:.0f} M multiply-adds per image' for n, (_, m) in runs.items())}):\n")
+    print(f"| op | {' | '.join(runs)} |")
+    print(f"|---|{'---:|' * len(runs)}")
+    for kind in [*kinds, "total"]:
+        cells = [sum(spent.values()) if kind == "total" else spent.get(kind, 0.0) for spent, _ in runs.values()]
+        if kind == "total" or max(cells) >= 0.05:
+            print(f"| {kind} | {' | '.join(f'{c:.1f}' for c in cells)} |")
 
 
 if __name__ == "__main__":
