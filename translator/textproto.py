@@ -15,6 +15,8 @@ import re
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from . import schema
+
 # Blanks and comments, skipped, then one of text_format's tokens (strings only without escapes), any
 # other character (which stops the reader), or the end. The group after the blanks always matches, so the
 # blanks are never backtracked into (Python 3.10, which the package supports, has no possessive `*+`).
@@ -115,7 +117,9 @@ def _fields(descriptor) -> dict[str, tuple[str, bool, object]]:
     """The fields this reader handles, by name: (name, repeated, kind); kind None for a message."""
     out = {}
     for field in descriptor.fields:
-        if field.containing_oneof is not None or not field.has_presence and not field.is_repeated:
+        # caffe.proto is proto2: every singular field has presence (a second value is an error) and
+        # every enum is closed (a number is read as a value only if the enum has it).
+        if field.containing_oneof is not None:
             continue
         if field.type == _FD.TYPE_MESSAGE:
             kind = None
@@ -126,12 +130,11 @@ def _fields(descriptor) -> dict[str, tuple[str, bool, object]]:
         elif field.type == _FD.TYPE_BOOL:
             kind = "bool"
         elif field.type == _FD.TYPE_ENUM:
-            kind = {value.name: value.number for value in field.enum_type.values}
-            if field.enum_type.is_closed:  # a number is read as a value only if the enum has it
-                kind.update({str(value.number): value.number for value in field.enum_type.values})
+            values = field.enum_type.values
+            kind = {value.name: value.number for value in values} | {str(value.number): value.number for value in values}
         elif field.type in _RANGES:
             kind = _RANGES[field.type]
         else:  # bytes, groups
             continue
-        out[field.name] = (field.name, field.is_repeated, kind)
+        out[field.name] = (field.name, schema.is_repeated(field), kind)
     return out

@@ -228,7 +228,7 @@ def _copy_net_fields(net: Any, upgraded: Any) -> None:
     for field, value in net.ListFields():
         if field.name in ("layer", "layers"):
             continue
-        if _is_repeated(field):
+        if schema.is_repeated(field):
             getattr(upgraded, field.name).extend(value)
         elif field.message_type is not None:
             getattr(upgraded, field.name).CopyFrom(value)
@@ -355,18 +355,10 @@ def _set(message: Any, field: str | None, value: Any) -> None:
     descriptor = message.DESCRIPTOR.fields_by_name[field]
     if descriptor.message_type is not None:
         getattr(message, field).CopyFrom(value)
-    elif _is_repeated(descriptor):
+    elif schema.is_repeated(descriptor):
         getattr(message, field).append(value)
     else:
         setattr(message, field, value)
-
-
-def _is_repeated(descriptor: Any) -> bool:
-    # FieldDescriptor.is_repeated is recent; label is deprecated there but present everywhere.
-    is_repeated = getattr(descriptor, "is_repeated", None)
-    if is_repeated is not None:
-        return bool(is_repeated)
-    return descriptor.label == descriptor.LABEL_REPEATED
 
 
 # ---- V1 data layers' preprocessing fields ----
@@ -410,7 +402,7 @@ def _upgrade_c3d_params(v1: Any, layer: Any, path: str | None) -> None:
                 layer=layer.name,
                 layer_type=layer.type,
             )
-        if _is_repeated(field):  # BVLC's repeated pad/kernel_size/stride; C3D's hold one value
+        if schema.is_repeated(field):  # BVLC's repeated pad/kernel_size/stride; C3D's hold one value
             if len(value) != 1:
                 raise TranslationError(
                     f"{fields[0]}.{field.name} has {len(value)} values; C3D's takes one",

@@ -6,7 +6,7 @@ import functools
 from importlib import resources
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "V0LayerParameter",
     "V1LayerParameter",
     "enum_values",
+    "is_repeated",
     "message_class",
 ]
 
@@ -92,6 +93,15 @@ def enum_values(name: str) -> dict[str, int]:
     """The values of the top-level Caffe enum ``name`` ("Phase"), by value name."""
     enum = _pool().FindEnumTypeByName(f"{_PACKAGE}.{name}")
     return {value.name: value.number for value in enum.values}
+
+
+def is_repeated(field: FieldDescriptor) -> bool:
+    """Whether ``field`` is repeated, on every protobuf the package supports."""
+    # FieldDescriptor.is_repeated is recent; label is deprecated there but present everywhere.
+    repeated = getattr(field, "is_repeated", None)
+    if repeated is not None:
+        return bool(repeated)
+    return field.label == field.LABEL_REPEATED
 
 
 def __getattr__(name: str) -> type[Message]:
