@@ -85,6 +85,28 @@ def test_ignored_fields_warn_on_the_command_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"caffe2py: warning: {path}:4: layer 'r' (ReLU): unknown field 'colour' ignored\n"
 
 
+def test_a_c3d_field_outside_c3d_is_reported_on_its_own_line(tmp_path):
+    # A comment naming the field, and the pooling_param's field of the same name, are not its line.
+    layer = textwrap.dedent(
+        """\
+        layer { name: "c" type: "Convolution" bottom: "data" top: "c"
+          # temporal_stride: 2 was tried
+          pooling_param { kernel_depth: 2 }
+          convolution_param { num_output: 4 kernel_size: 3
+            temporal_stride: 2 kernel_depth: 3 } }
+        """
+    )
+    path = write(tmp_path, HEAD + layer)
+    with pytest.raises(TranslationError) as info:
+        translate(path)
+    assert str(info.value).startswith(
+        f"{path}:6: 3 unknown field(s): "
+        "line 6: layer 'c' (Convolution): unknown field 'pooling_param.kernel_depth'; "
+        "line 8: layer 'c' (Convolution): unknown field 'convolution_param.kernel_depth'; "
+        "line 8: layer 'c' (Convolution): unknown field 'convolution_param.temporal_stride' "
+    )
+
+
 def test_text_that_is_no_prototxt_keeps_its_syntax_error(tmp_path):
     path = write(tmp_path, "This is not a network definition.\n")
     with pytest.raises(TranslationError, match='column 1: Message type "caffe.NetParameter" has no field named "This"'):

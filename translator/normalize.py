@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -200,21 +199,10 @@ def _c3d_fields_elsewhere(parsed: ParsedNet, index: int, layer: Any, where: dict
         params = getattr(layer, message)
         for name in fields:
             if params.HasField(name):
-                line = _field_line(parsed, index, name) or where["line"]
+                line = parsed.field_line(index, f"{message}.{name}") or where["line"]
                 text = f"{name}: {getattr(params, name)}"
                 found.append(UnknownField(line, index, f"{message}.{name}", text, layer.name, layer.type))
     return found
-
-
-def _field_line(parsed: ParsedNet, index: int, name: str) -> int | None:
-    """The first line of layer ``index`` that sets field ``name``, when the layer's lines are known."""
-    lines = parsed.layer_lines
-    if index >= len(lines):
-        return None
-    text = parsed.data.decode("utf-8", errors="replace").splitlines()
-    end = lines[index + 1] - 1 if index + 1 < len(lines) else len(text)
-    pattern = re.compile(rf"\b{name}\s*:")
-    return next((i + 1 for i in range(lines[index] - 1, end) if pattern.search(text[i])), None)
 
 
 def _kept_layers(

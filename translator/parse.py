@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -41,6 +42,15 @@ class ParsedNet:
     data: bytes
     layer_lines: tuple[int, ...]
     unknown_fields: tuple[UnknownField, ...] = ()
+
+    def field_line(self, layer: int, path: str) -> int | None:
+        """The line on which layer ``layer`` first sets the field at ``path`` ("convolution_param.kernel_depth")."""
+        return self._field_lines.get((layer, path))
+
+    @cached_property
+    def _field_lines(self) -> dict[tuple[int, str], int]:
+        # Scanned only when asked for: no field's line is needed unless a field is reported.
+        return _FieldScanner(self.data.decode("utf-8"), schema.NetParameter.DESCRIPTOR).lines
 
 
 def read_prototxt(path: str | Path, display: str | None = None) -> ParsedNet:
@@ -86,7 +96,7 @@ def _parse_text(text: str, shown: str) -> tuple[object, tuple[UnknownField, ...]
             # Past the unknown field, the text has an error of its own: that one is the problem.
             # On the field's own line (prose parsed as fields), the unknown name says it better.
             raise syntax_error(other if other.GetLine() > exc.GetLine() else exc, text, shown) from None
-        unknown = tuple(_FieldScanner(text).unknown(net.DESCRIPTOR))
+        unknown = tuple(_FieldScanner(text, net.DESCRIPTOR).unknown)
     return net, unknown
 
 
@@ -131,9 +141,9 @@ _CLOSE = {"{": "}", "<": ">"}
 
 
 class _FieldScanner:
-    """Walks text that parsed with unknown fields allowed, against the schema, listing those fields."""
+    """Walks text that parsed (unknown fields allowed) against the schema: each layer field's line, the unknown fields."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, descriptor) -> None:
         self.text = text
         self.tokens = [
             (m.start(), m.end(), m.group())
@@ -142,9 +152,8 @@ class _FieldScanner:
         ]
         self.at = 0
         self.newlines = [i for i, c in enumerate(text) if c == "\n"]
-        self.found: list[UnknownField] = []
-
-    def unknown(self, descriptor) -> list[UnknownField]:
+        self.unknown: list[UnknownField] = []
+        self.lines: dict[tuple[int, str], int] = {}  # (layer index, dotted path): the line first setting it
         counts: dict[str, int] = {}
         while self.at < len(self.tokens):
             name = self._peek()
@@ -153,7 +162,6 @@ class _FieldScanner:
                 layer = counts.get(name, 0)
                 counts[name] = layer + 1
             self._field(descriptor, (), layer)
-        return self.found
 
     def _peek(self) -> str:
         return self.tokens[self.at][2] if self.at < len(self.tokens) else ""
@@ -186,11 +194,13 @@ class _FieldScanner:
         if self._peek() == ":":
             self._take()
         self._value(inner, path + (name,), layer)
+        # Paths start below the layer block (or at the net, for the net's own fields).
+        dotted = ".".join((path[1:] if layer is not None else path) + (name,))
+        if layer is not None and path:
+            self.lines.setdefault((layer, dotted), self._line(start))
         if field is None and descriptor is not None:
             end = self.tokens[self.at - 1][1]
-            # Paths start below the layer block (or at the net, for the net's own fields).
-            dotted = ".".join((path[1:] if layer is not None else path) + (name,))
-            self.found.append(UnknownField(self._line(start), layer, dotted, self.text[start:end]))
+            self.unknown.append(UnknownField(self._line(start), layer, dotted, self.text[start:end]))
 
     def _value(self, descriptor, path: tuple[str, ...], layer: int | None) -> None:
         token = self._peek()
