@@ -87,6 +87,28 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
+def test_each_helper_needs_the_helpers_its_code_calls():
+    from caffe2py.ir import HELPER_NEEDS
+    from caffe2py.render import helper_names, templates_dir
+
+    calls = {}
+    for name in helper_names():
+        tree = ast.parse((templates_dir() / "helpers" / f"{name}.py.jinja").read_text())
+        called = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} & helper_names() - {name}
+        if called:
+            calls[name] = set(called)
+    assert calls == {name: set(needed) for name, needed in HELPER_NEEDS.items()}
+
+
+def test_a_helper_follows_the_helpers_it_needs():
+    from caffe2py.ir import Translation
+
+    translation = Translation("net", "net.prototxt", "0")
+    assert translation.use_helper("grouped_conv") == "grouped_conv"
+    translation.use_helper("slice_axis")
+    assert translation.helpers == ["slice_axis", "grouped_conv"]
+
+
 def test_the_context_emitters_get_is_the_documented_one(tmp_path):
     prototxt = tmp_path / "net.prototxt"
     prototxt.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'

@@ -13,6 +13,9 @@ if TYPE_CHECKING:  # translating without weights never loads numpy
 Layout = tuple[int, ...]
 Shape = tuple[int | None, ...]
 
+# The other helpers a helper's code calls, which the module must define first.
+HELPER_NEEDS: dict[str, tuple[str, ...]] = {"grouped_conv": ("slice_axis",)}
+
 
 def channels_last(rank: int) -> Layout:
     """Keras' own convention: Caffe's axis 1 (channels) moved to the end."""
@@ -135,7 +138,9 @@ class Translation:
     flat: bool = False  # one statement per layer: no block functions for repeated units
 
     def use_helper(self, name: str) -> str:
-        """Put helper template ``name`` in the module (once, in first-use order); returns its name."""
+        """Put helper template ``name`` in the module after those it needs (each once, in first-use order); returns its name."""
         if name not in self.helpers:
+            for needed in HELPER_NEEDS.get(name, ()):
+                self.use_helper(needed)
             self.helpers.append(name)
         return name

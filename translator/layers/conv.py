@@ -111,7 +111,6 @@ def convolution(ctx: LayerContext) -> None:
             if bias:
                 ctx.weight(conv_name, "bias", lambda b, g=g: layout.group_slice(layout.vector(b[1]), g, groups))
         if names == [(f"{ctx.keras_name}_split{g}", f"{ctx.keras_name}_g{g}") for g in range(groups)]:
-            ctx.helper("slice_axis")  # grouped_conv's channel split
             helper = ctx.helper("grouped_conv")
             target, producer = ctx.call(helper, groups, filters, compact(kernel), inputs=src, inline=True, comment=folded, **kwargs)
         else:  # a name the helper would make is taken: the same layers, one statement each
