@@ -27,6 +27,16 @@ def conv_geometry(p, what: str = "kernel"):
     return kernel, stride, pad, dilation
 
 
+def check_sizes(ctx: LayerContext, filters: int, groups: int, channels: int, kernel, stride, dilation) -> None:
+    """Caffe's checks of a (de)convolution's sizes: all positive, ``group`` dividing both channel counts."""
+    if filters <= 0:
+        raise ctx.error("num_output must be positive")
+    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
+        raise ctx.error(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+    if groups <= 0 or channels % groups or filters % groups:
+        raise ctx.error(f"group {groups} must divide both the {channels} input channels and num_output {filters}")
+
+
 def conv_out(size: int | None, k: int, s: int, p: int, d: int) -> int | None:
     """Caffe's convolution output size (floor)."""
     if size is None:
@@ -56,12 +66,7 @@ def convolution(ctx: LayerContext) -> None:
     groups = channels if ctx.node.type in DEPTHWISE else p.group
     if ctx.node.type == "ConvolutionRistretto":
         ctx.comment(f"{ctx.node.name}: Ristretto's fixed-point rounding of inputs, weights and outputs is not reproduced")
-    if filters <= 0:
-        raise ctx.error("num_output must be positive")
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
-        raise ctx.error(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
-    if groups <= 0 or channels % groups or filters % groups:
-        raise ctx.error(f"group {groups} must divide both the {channels} input channels and num_output {filters}")
+    check_sizes(ctx, filters, groups, channels, kernel, stride, dilation)
     out_h = conv_out(height, kernel[0], stride[0], pad[0], dilation[0])
     out_w = conv_out(width, kernel[1], stride[1], pad[1], dilation[1])
     if (out_h is not None and out_h <= 0) or (out_w is not None and out_w <= 0):

@@ -6,7 +6,7 @@ from .. import layout
 from ..ir import channels_last
 from .common import compact, slice_call
 from .context import LayerContext
-from .conv import conv_geometry
+from .conv import check_sizes, conv_geometry
 from .registry import layer
 
 
@@ -30,12 +30,7 @@ def deconvolution(ctx: LayerContext) -> None:
     kernel, stride, pad, dilation = conv_geometry(p)
     n, channels, height, width = x.shape
     filters, groups = p.num_output, p.group
-    if filters <= 0:
-        raise ctx.error("num_output must be positive")
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
-        raise ctx.error(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
-    if groups <= 0 or channels % groups or filters % groups:
-        raise ctx.error(f"group {groups} must divide both the {channels} input channels and num_output {filters}")
+    check_sizes(ctx, filters, groups, channels, kernel, stride, dilation)
     out_h = deconv_out(height, kernel[0], stride[0], pad[0], dilation[0])
     out_w = deconv_out(width, kernel[1], stride[1], pad[1], dilation[1])
     if (out_h is not None and out_h <= 0) or (out_w is not None and out_w <= 0):
