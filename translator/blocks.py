@@ -169,36 +169,41 @@ def _best_unit(items: list[_Item], kept: set[str]) -> _Unit | None:
             sig.append((local[k], refs))
         return sig
 
-    # A run's key chains its statements' kinds (interned, so not re-hashed per run) and their reads:
-    # from inside the run, by distance; from outside, as "in".
-    kinds: dict[tuple, int] = {}
-    kind = [kinds.setdefault(sig, len(kinds)) for sig in local]
-    reads = [
-        [(r[0] if isinstance(r[0], int) else -1, (k - r[0], r[1]) if isinstance(r[0], int) else None, r) for r in refs]
-        for k, refs in enumerate(producers)
-    ]
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    # A run's key chains the keys of its statements: kind and reads, from inside the run by distance,
+    # from outside as "in". Keys are interned, so that a run hashes ints, and a statement whose
+    # inputs are all made inside the run (most of them) has its key ready.
+    interned: dict[tuple, int] = {}
+    reads, first, whole = [], [], []
+    for k, refs in enumerate(producers):
+        reads.append([(r[0], (k - r[0], r[1]), r) if isinstance(r[0], int) else (-1, "in", r) for r in refs])
+        first.append(min((at for at, _, _ in reads[k]), default=k))
+        whole.append(interned.setdefault((local[k], *(read for _, read, _ in reads[k])), len(interned)))
+    runs: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(MAX_LENGTH + 1)]  # starts by length, key
     for s in range(n):
         outside: set = set()
         h = 0
         for k in range(s, min(s + MAX_LENGTH, n)):
-            refs = []
-            for at, relative, r in reads[k]:
-                if at >= s:
-                    refs.append(relative)
-                else:
-                    outside.add(r)
-                    refs.append("in")
-            if len(outside) > MAX_INPUTS:
-                break
-            h = hash((h, kind[k], *refs))
+            if first[k] >= s:
+                h = hash((h, whole[k]))
+            else:
+                refs = []
+                for at, read, r in reads[k]:
+                    if at >= s:
+                        refs.append(read)
+                    else:
+                        outside.add(r)
+                        refs.append("in")
+                if len(outside) > MAX_INPUTS:
+                    break
+                h = hash((h, interned.setdefault((local[k], *refs), len(interned))))
             if k > s:
-                groups[(k - s + 1, h)].append(s)
+                runs[k - s + 1][h].append(s)
     candidates = []
-    for (length, _), starts in groups.items():
-        chosen = _disjoint(starts, length)
-        if len(chosen) >= 2 and _saving(len(chosen), length) > 0:
-            candidates.append((_saving(len(chosen), length), length, chosen))
+    for length, by_key in enumerate(runs):
+        for starts in by_key.values():
+            chosen = _disjoint(starts, length) if len(starts) >= 2 else starts
+            if len(chosen) >= 2 and _saving(len(chosen), length) > 0:
+                candidates.append((_saving(len(chosen), length), length, chosen))
     candidates.sort(key=lambda c: (-c[0], -c[1], c[2][0]))
     best = None
     for bound, length, starts in candidates:
