@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import os
@@ -67,6 +68,23 @@ def _reference(tmp_path: Path, source: Path, name: str) -> bytes:
     out.parent.mkdir(exist_ok=True)
     assert cli.main([str(source), "-o", str(out)]) == 0
     return out.read_bytes()
+
+
+def test_translates_with_the_collector_paused_and_leaves_it_as_found(tmp_path, monkeypatch, capsys):
+    source = _net(tmp_path / "a.prototxt")
+    during = []
+    translate = cli._translate
+    monkeypatch.setattr(cli, "_translate", lambda *a: during.append(gc.isenabled()) or translate(*a))
+    assert gc.isenabled()
+    assert _run(capsys, str(source))[0] == 0
+    assert _run(capsys, str(tmp_path / "missing.prototxt"))[0] == 2
+    assert gc.isenabled() and during == [False, False]
+    gc.disable()
+    try:
+        assert _run(capsys, str(source))[0] == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_write_creates_modules_then_is_a_no_op(tmp_path, monkeypatch, capsys):
