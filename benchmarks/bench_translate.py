@@ -6,17 +6,18 @@ For each ../shared/corpus/**/*.prototxt: the median wall time of `python -m caff
 over N runs (a fresh interpreter each time, so imports are included), the lines printed, and whether
 TensorFlow or Keras was imported (one extra run under `python -X importtime`). Then ResNet-152
 against `python -c "import black"` (issue 17's yardstick: at most 3x), interleaved; the ResNet
-family with a linear fit of time against output lines, the time of each phase (measured inside one
+family with a linear fit of time against Caffe layers, the time of each phase (measured inside one
 child, without a profiler) for ResNet-152 and the largest outputs, and a cProfile of ResNet-152
 summed by package. With --baseline (a checkout of another revision, e.g. made with
-`git worktree add /tmp/before REV`), the ResNets and the largest outputs are also translated by
-that checkout, runs of the two interleaved.
+`git worktree add /tmp/before REV`), that checkout's ResNet-152 against `import black` too, and
+the ResNets and the largest outputs translated by both, runs interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -104,25 +105,30 @@ def _against(baseline: Path, paths: list[Path], repeat: int) -> None:
         )
 
 
-def _against_import_black(path: Path, repeat: int) -> None:
-    """Issue 17's yardstick: a whole translation against `python -c "import black"`, runs interleaved."""
+def _against_import_black(path: Path, repeat: int, baseline: Path | None) -> None:
+    """Issue 17's yardstick: a whole translation against `python -c "import black"`, runs interleaved.
+
+    With ``baseline``, that checkout's translation too, in the same rounds.
+    """
     black_argv = [sys.executable, "-c", "import black"]
-    runs: dict[str, list] = {"import black": [], "translation": []}
+    roots = {"translation": ROOT} | ({f"translation by {_revision(baseline)[:7]} (--baseline)": baseline} if baseline else {})
+    runs: dict[str, list] = {"import black": []} | {label: [] for label in roots}
     for _ in range(repeat):
         runs["import black"].append(run_measured(black_argv))
-        runs["translation"].append(run_measured(_command(path)))
+        for label, root in roots.items():
+            runs[label].append(run_measured(_command(path), root=root))
     wall = {k: median([r.wall for r in v]) for k, v in runs.items()}
     cpu = {k: median([r.cpu for r in v]) for k, v in runs.items()}
-    paired = median([t.wall / b.wall for b, t in zip(runs["import black"], runs["translation"])])
     print(f"\n{_name(path)} against `python -c \"import black\"`, {repeat} interleaved runs each (load average {load()}):\n")
-    print("| process | median wall s | best wall s | CPU s |")
-    print("|---|---:|---:|---:|")
+    print("| process | median wall s | best wall s | CPU s | ratio of medians, wall | CPU | median of per-round ratios |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, measured in runs.items():
-        print(f"| {label} | {wall[label]:.3f} | {min(r.wall for r in measured):.3f} | {cpu[label]:.3f} |")
-    print(
-        f"\nRatio of medians: {wall['translation'] / wall['import black']:.2f}x wall, {cpu['translation'] / cpu['import black']:.2f}x CPU;"
-        f" median of the per-round ratios: {paired:.2f}x."
-    )
+        paired = median([t.wall / b.wall for b, t in zip(runs["import black"], measured)])
+        print(
+            f"| {label} | {wall[label]:.3f} | {min(r.wall for r in measured):.3f} | {cpu[label]:.3f} |"
+            f" {wall[label] / wall['import black']:.2f}x | {cpu[label] / cpu['import black']:.2f}x | {paired:.2f}x |"
+        )
+    print(f"\nLoad average at the end: {load()}.")
 
 
 def _revision(root: Path) -> str:
@@ -140,6 +146,7 @@ def _phases_child(path: Path) -> None:
     from caffe2py.render import black_mode, unformatted
 
     times["imports (caffe2py, protobuf, jinja2)"] = time.perf_counter() - start
+    gc.disable()  # as the CLI translates (cli._collector_paused), black's import included
     mark = time.perf_counter()
     import black
 
@@ -152,7 +159,7 @@ def _phases_child(path: Path) -> None:
         return value
 
     mode = black_mode(black)
-    parsed = step("parse (protobuf text_format + upgrade)", lambda: read_prototxt(path))
+    parsed = step("parse (prototxt reader + upgrade)", lambda: read_prototxt(path))
     graph = step("normalize (graph)", lambda: build_graph(parsed))
     translation = step("emit (layer emitters)", lambda: Emitter(graph, Options(), path.name).run())
     text = step("present + jinja2 render (+ black on lines left long)", lambda: unformatted(translation, "net.npz", black, mode))
@@ -193,11 +200,11 @@ def _category(filename: str, function: str) -> str:
 def _profile(path: Path) -> tuple[float, list[tuple[str, float]], list[tuple[str, float]]]:
     """cProfile one CLI run in this process; (total, seconds per category, top functions by own time)."""
     sys.path.insert(0, str(ROOT))
-    from caffe2py.cli import run
+    from caffe2py.cli import main
 
     profiler = cProfile.Profile()
     with open(os.devnull, "w") as sink, redirect_stdout(sink):  # the CLI writes to sys.stdout.buffer
-        profiler.runcall(run, [str(path)])
+        profiler.runcall(main, [str(path)])
     stats = pstats.Stats(profiler)
     by_category: dict[str, float] = {}
     functions = []
@@ -255,11 +262,11 @@ def main(argv: list[str]) -> int:
     print(f"\n{len(ok)} of {len(results)} translate. Load average at end: {load()}.")
 
     if RESNETS[-1].is_file():
-        _against_import_black(RESNETS[-1], 2 * args.repeat + 1)
+        _against_import_black(RESNETS[-1], 2 * args.repeat + 1, args.baseline.resolve() if args.baseline else None)
     family = [(p, ok.get(p) or _measure(p, args.repeat)) for p in RESNETS]
     family = [(p, r) for p, r in family if "error" not in r]
     if len(family) >= 2:
-        xs = [r["lines"] for _, r in family]
+        xs = [r["caffe"] for _, r in family]
         ys = [r["cpu"] for _, r in family]
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
@@ -271,7 +278,7 @@ def main(argv: list[str]) -> int:
                 f"| {p.stem} | {r['caffe']} | {r['keras']} | {r['lines']} | {r['seconds']:.3f} | {r['best']:.3f} |"
                 f" {r['cpu']:.3f} | {fixed + slope * r['lines']:.3f} |"
             )
-        print(f"\nLinear fit of CPU time: {fixed:.3f} s fixed + {1000 * slope:.3f} ms per output line.")
+        print(f"\nLinear fit of CPU time: {fixed:.3f} s fixed + {1000 * slope:.3f} ms per Caffe layer.")
 
     largest = sorted(ok, key=lambda p: -ok[p]["lines"])[:3]
     if args.baseline:
