@@ -1,4 +1,4 @@
-"""--inference: BatchNorm and Scale folded into the layer before them, Dropout removed, outputs unchanged."""
+"""--inference: BatchNorm and Scale folded into the layer before them, Dropout removed, MAX pooling as Keras' own where exact; outputs unchanged."""
 
 from __future__ import annotations
 
