@@ -269,6 +269,18 @@ def prototxt(case: Case, stub: bool = True) -> str:
 _WORK = Path(tempfile.mkdtemp(prefix="caffe2py_hostile_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _in_work_folder():
+    """Translate in _WORK: Caffe opens a mean_file relative to the folder it runs in, so a drawn name that is
+    a file where the tests run (".git" in a git worktree) would be read as the mean image."""
+    before = os.getcwd()
+    os.chdir(_WORK)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def module_text(text: str, *, black: bool = False) -> tuple[str, object]:
     """The module for prototxt ``text``: the template's raw output, or after black."""
     path = _WORK / "net.prototxt"
