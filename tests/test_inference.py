@@ -1,4 +1,4 @@
-"""--inference: BatchNorm and Scale folded into the layer before them, Dropout removed, MAX pooling as Keras' own where exact; outputs unchanged."""
+"""--inference: BatchNorm and Scale folded into the layer before them, Dropout removed, outputs unchanged."""
 
 from __future__ import annotations
 
@@ -132,37 +132,3 @@ def test_cli_flag(net_file, tmp_path, capsys):
 
     assert main([str(net_file), "--inference", "-o", str(tmp_path / "m.py")]) == 0
     assert "folded into kernel and bias" in (tmp_path / "m.py").read_text()
-
-
-
-# Max pooling in ceil mode at stride 2 with kernel 2 * pad + 2 is Keras' "same" at every input size.
-# p_k3 (an overhang Keras would pad at the start) and p_ave (Caffe's divisor) keep the helper.
-POOLS = """
-input: "data"
-input_shape { dim: 1 dim: 3 dim: 11 dim: 11 }
-layer { name: "p_k2" type: "Pooling" bottom: "data" top: "p_k2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "p_k4" type: "Pooling" bottom: "data" top: "p_k4" pooling_param { pool: MAX kernel_size: 4 stride: 2 pad: 1 } }
-layer { name: "p_rect" type: "Pooling" bottom: "data" top: "p_rect"
-  pooling_param { pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 1 pad_w: 1 } }
-layer { name: "p_k3" type: "Pooling" bottom: "data" top: "p_k3" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "p_ave" type: "Pooling" bottom: "data" top: "p_ave" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
-"""
-
-
-def test_max_pooling_as_keras_same_at_every_size(tmp_path):
-    from tests.refnet import load_module
-
-    path = tmp_path / "pools.prototxt"
-    path.write_text(POOLS)
-    default = render(translate(path))
-    source = render(translate(path, options=Options(inference=True)))
-    assert default.count("= CaffePooling2D(") == 5
-    assert re.findall(r'= CaffePooling2D\(.*name="(\w+)"', source) == ["p_k3", "p_ave"]
-    assert 'layers.MaxPooling2D(4, strides=2, padding="same", name="p_k4")' in source
-    blobs = ["p_k2", "p_k4", "p_rect", "p_k3", "p_ave"]
-    modules = load_module(default), load_module(source)
-    for size in ((11, 11), (12, 12), (7, 10), (4, 5)):
-        x = _rng("pools", size).normal(size=(2, *size, 3)).astype(np.float32)
-        want, got = (m.build_model((*size, 3), outputs=blobs)(x) for m in modules)
-        for name, a, b in zip(blobs, got, want):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name} at {size}")

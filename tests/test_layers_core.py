@@ -156,6 +156,42 @@ def test_pooling_window_larger_than_the_padded_input(method, h, w, k, s, p):
     assert_close(keras_forward(proto, {"data": x})["pool"], want, 1e-5)
 
 
+# Each pooling's module layer is chosen for every input size (build_model takes any): these are checked at
+# sizes of both parities. MAX in ceil mode at stride 2 with kernel 2 * pad + 2 is Keras' "same"; a 3x3
+# window (an overhang Keras would put at the start) and AVE (Caffe's divisor) need the helper.
+SIZED_POOLS = [  # (name, method, kernel, stride, pad, Keras layer)
+    ("p_k2", "MAX", 2, 2, 0, 'layers.MaxPooling2D(2, padding="same", name="p_k2")'),
+    ("p_k4", "MAX", 4, 2, 1, 'layers.MaxPooling2D(4, strides=2, padding="same", name="p_k4")'),
+    ("p_k3", "MAX", 3, 2, 0, 'CaffePooling2D("max", 3, strides=2, name="p_k3")'),
+    ("p_ave", "AVE", 2, 2, 0, 'CaffePooling2D("avg", 2, strides=2, name="p_ave")'),
+]
+
+
+def test_pooling_layers_hold_at_every_input_size(tmp_path):
+    from caffe2py.convert import translate
+    from caffe2py.render import render
+    from tests.refnet import load_module
+
+    body = "\n".join(
+        f'layer {{ name: "{name}" type: "Pooling" bottom: "data" top: "{name}"\n'
+        f"  pooling_param {{ pool: {method} kernel_size: {k} stride: {s} pad: {p} }} }}"
+        for name, method, k, s, p, _ in SIZED_POOLS
+    )
+    path = tmp_path / "pools.prototxt"
+    path.write_text(_net((1, 3, 11, 11), body))
+    source = render(translate(path))
+    for *_, layer in SIZED_POOLS:
+        assert f"= {layer}(" in source, layer
+    model_of = load_module(source).build_model
+    names = [name for name, *_ in SIZED_POOLS]
+    for size in ((11, 11), (12, 12), (7, 10), (3, 4)):
+        x = _rng("sized", size).normal(size=(2, 3, *size)).astype(np.float32) - 1.0
+        got = model_of((*size, 3), outputs=names).predict(x.transpose(0, 2, 3, 1), verbose=0)
+        for (name, method, k, s, p, _), out in zip(SIZED_POOLS, got):
+            want = _caffe_pool_reference(x, k, s, p, method)
+            assert_close(out.transpose(0, 3, 1, 2), want, 1e-6)
+
+
 def _lrn_reference(x, n, alpha, beta, k, region):
     """Caffe's lrn_layer.cpp: across channels, or a power-of-pooled-squares within each channel."""
     half = n // 2

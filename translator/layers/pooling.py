@@ -24,25 +24,17 @@ def native_padding(method: int, k: int, s: int, p: int, ceil_mode: bool) -> str 
     """The Keras padding mode that gives exactly Caffe's windows on this axis for every input size, or None.
 
     "valid" when no window can overhang the (explicitly zero-padded, AVE only) input: floor mode, or
-    stride 1. "same" for MAX at stride 1 with pad (k - 1) / 2, where Keras pads as Caffe does.
+    stride 1. "same" for MAX at stride 1 with pad (k - 1) / 2, where Keras pads as Caffe does, and for
+    MAX in ceil mode at stride 2 with kernel 2 * pad + 2 (VGG's 2x2): Keras then pads the start by the
+    pad and the end by Caffe's ceil-mode overhang, which is 0 or 1 with the input's parity, as Keras'
+    odd pixel of padding goes at the end; MAX never selects padding in either.
     Anywhere else Caffe's ceil-mode overhang depends on the input's size and parity.
     """
     if (not ceil_mode or s == 1) and (p == 0 or method == AVE):
         return "valid"
     if method == MAX and s == 1 and 2 * p == k - 1:
         return "same"
-    return None
-
-
-def _inference_padding(ctx: LayerContext, k: int, s: int, p: int, ceil_mode: bool) -> str | None:
-    """--inference: "same" for MAX in ceil mode at stride 2 with kernel 2 * pad + 2, else None.
-
-    Keras' "same" then pads the start by the pad and the end by Caffe's ceil-mode overhang, at every
-    input size (the overhang is 0 or 1, and Keras puts the odd pixel at the end); MAX never selects
-    padding in either.
-    """
-    pooling = ctx.p.pooling_param
-    if ctx.options.inference and pooling.pool == MAX and ceil_mode and s == 2 and k == 2 * p + 2:
+    if method == MAX and ceil_mode and s == 2 and k == 2 * p + 2:
         return "same"
     return None
 
@@ -91,10 +83,7 @@ def pooling(ctx: LayerContext) -> None:
             f"Caffe's pooled size would be {out[0]}x{out[1]}"
         )
     # Decided for every input size, not the translated one: build_model may be given any size.
-    modes = {
-        native_padding(p.pool, k, s, q, ceil_mode) or _inference_padding(ctx, k, s, q, ceil_mode)
-        for k, s, q in zip(kernel, stride, pad)
-    }
+    modes = {native_padding(p.pool, k, s, q, ceil_mode) for k, s, q in zip(kernel, stride, pad)}
     kwargs = {"strides": compact(stride)} if stride != kernel else {}
     if modes == {"valid"}:
         src = x
